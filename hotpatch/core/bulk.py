@@ -1,0 +1,24 @@
+"""Bulk work: building hundreds of thousands of records without the cyclic collector's rescans."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a block builds many acyclic objects.
+
+    Every few hundred allocations the collector scans the young objects, and now and then the
+    whole, growing heap: parsing or generating 100,000 machines spent about half its time there.
+    Reference counting still frees everything; only the cycle search waits.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
