@@ -1,0 +1,456 @@
+"""Compliance: one state per machine, with every applicable reason and the next action."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from hotpatch.core.bulk import collector_paused
+from hotpatch.core.calendar import Calendar, ReleaseSlot, grace_deadline
+from hotpatch.core.eligibility import eligibility
+from hotpatch.core.images import ImageCatalog
+from hotpatch.core.inventory import ParsedInventory
+from hotpatch.core.models import (
+    STATE_PRECEDENCE,
+    Action,
+    AssessmentSummary,
+    BuildPosition,
+    Decision,
+    Eligibility,
+    InstallationSummary,
+    Machine,
+    MachineKind,
+    MalformedMachine,
+    OsFamily,
+    Reason,
+    State,
+    Verdict,
+)
+from hotpatch.core.policy import Policy
+
+_RANK = {state: rank for rank, state in enumerate(STATE_PRECEDENCE)}
+_NOT_RUNNING = {
+    "powerstate/deallocated": ("deallocated", "deallocated"),
+    "powerstate/deallocating": ("deallocated", "deallocating"),
+    "powerstate/stopped": ("stopped", "stopped (allocated, not running)"),
+    "powerstate/stopping": ("stopped", "stopping"),
+}
+
+
+#: One rule's conclusion: the state it implies, why, and what to do about it.
+Finding = tuple[State, Reason, Action]
+
+
+@dataclass(frozen=True, slots=True)
+class OsContext:
+    """What `now` means for one OS: computed once per evaluation, shared by every machine."""
+
+    in_force: ReleaseSlot
+    #: The newest release whose grace period is over: machines below it are non-compliant.
+    required: ReleaseSlot
+    #: The baseline under the release in force, and the one under `required`.
+    baseline: ReleaseSlot
+    required_baseline: ReleaseSlot
+    grace_ends: datetime
+    #: Whether the release in force needs a restart (looked up per machine: kept as a plain bool).
+    restart_month: bool
+
+
+class Evaluator:
+    """Judges machines at one instant. Build it once per run; `evaluate` is the hot path."""
+
+    def __init__(
+        self, images: ImageCatalog, calendar: Calendar, policy: Policy, now: datetime
+    ) -> None:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware (UTC)")
+        self.images = images
+        self.calendar = calendar
+        self.policy = policy
+        self.now = now
+        self.contexts = {os: self._context(os) for os in OsFamily}
+        # Decisions, and the two costly steps inside one, each made once per distinct input.
+        self._decisions: dict[tuple[object, ...], Decision] = {}
+        self._eligibilities: dict[tuple[object, ...], Eligibility] = {}
+        self._builds: dict[tuple[OsFamily, str], tuple[BuildPosition | None, tuple[Finding, ...]]]
+        self._builds = {}
+
+    def _context(self, os: OsFamily) -> OsContext:
+        in_force = self.calendar.in_force(os, self.now)
+        required = in_force
+        while self.now < self._deadline(required):
+            required = self.calendar.slot(os, required.month.shift(-1))
+        return OsContext(
+            in_force=in_force,
+            required=required,
+            baseline=self.calendar.baseline_at_or_before(in_force),
+            required_baseline=self.calendar.baseline_at_or_before(required),
+            grace_ends=self._deadline(in_force),
+            restart_month=in_force.restart,
+        )
+
+    def _deadline(self, slot: ReleaseSlot) -> datetime:
+        return grace_deadline(slot, self.policy.hotpatch_grace, self.policy.baseline_grace)
+
+    def evaluate(
+        self,
+        machine: Machine | MalformedMachine,
+        assessment: AssessmentSummary | None = None,
+        installation: InstallationSummary | None = None,
+    ) -> Verdict:
+        if isinstance(machine, MalformedMachine):
+            reason = Reason("malformed_record", machine.error)
+            return Verdict(
+                machine, Decision(State.UNKNOWN, Action.INVESTIGATE, (reason,), False, None)
+            )
+        restart_required = _install_needs_restart(assessment, installation)
+        verdict_of_eligibility = self._eligibility(machine)
+        facts = (
+            id(verdict_of_eligibility),  # cached, so alive and unique; hashing it deeply is slow
+            machine.kind,
+            machine.power_state,
+            machine.arc_status,
+            machine.os_version,
+            self._assessment_facts(assessment),
+            restart_required,
+        )
+        decision = self._decisions.get(facts)
+        if decision is None:
+            # A verdict depends on these facts alone, and a fleet shares few combinations of
+            # them: decide each combination once.
+            decision = self._decide(machine, verdict_of_eligibility, assessment, restart_required)
+            self._decisions[facts] = decision
+        return Verdict(machine, decision, assessment, machine.tags.get(self.policy.ring_tag))
+
+    def evaluate_all(self, inventory: ParsedInventory) -> list[Verdict]:
+        """Every machine of a parsed inventory, joined with its patch summaries."""
+        assessments, installations = inventory.assessments, inventory.installations
+        with collector_paused():
+            return [
+                self.evaluate(machine, assessments.get(machine.id), installations.get(machine.id))
+                for machine in inventory.machines
+            ]
+
+    def _assessment_facts(self, assessment: AssessmentSummary | None) -> tuple[object, ...] | None:
+        if assessment is None:
+            return None
+        last = assessment.last_modified
+        return (
+            last is None,
+            last is not None and self.now - last > self.policy.assessment_max_age,
+            assessment.status,
+            assessment.critical,
+            assessment.security,
+            bool(assessment.reboot_pending),
+        )
+
+    def _eligibility(self, machine: Machine) -> Eligibility:
+        key = _eligibility_facts(machine)
+        found = self._eligibilities.get(key)
+        if found is None:
+            found = self._eligibilities[key] = eligibility(machine, self.images, self.policy)
+        return found
+
+    def _decide(
+        self,
+        machine: Machine,
+        verdict_of_eligibility: Eligibility,
+        assessment: AssessmentSummary | None,
+        restart_required: bool,
+    ) -> Decision:
+        judged = _Judgement()
+        os = verdict_of_eligibility.os
+        self._availability(machine, judged)
+        for reason in verdict_of_eligibility.undecided:
+            judged.add(State.UNKNOWN, reason, Action.INVESTIGATE)
+        for reason in verdict_of_eligibility.blocking:
+            judged.add(State.NOT_ELIGIBLE, reason, Action.NONE)
+        for reason in verdict_of_eligibility.configuration:
+            judged.add(State.MISCONFIGURED, reason, Action.FIX_CONFIGURATION)
+        position: BuildPosition | None = None
+        if verdict_of_eligibility.eligible and os is not None:
+            context = self.contexts[os]
+            self._assessment(assessment, judged)
+            position = self._build(machine, os, context, judged)
+            self._missing_updates(assessment, context, position, judged)
+            if (assessment is not None and assessment.reboot_pending) or restart_required:
+                judged.add(
+                    State.REBOOT_PENDING,
+                    Reason(
+                        "reboot_pending",
+                        "installed updates wait for a restart; restart it inside its "
+                        "maintenance window",
+                    ),
+                    Action.INSTALL_BASELINE,
+                )
+        shown = self.contexts[os] if os is not None else None
+        return Decision(
+            state=judged.state,
+            action=judged.action,
+            reasons=tuple(judged.reasons),
+            eligible=verdict_of_eligibility.eligible,
+            os=os,
+            release_month=position.release_month if position else None,
+            releases_behind=position.releases_behind if position else None,
+            expected_build=_full_build(shown.in_force.build) if shown else None,
+            grace_ends=shown.grace_ends if shown else None,
+        )
+
+    # -- the rules, one concern each ------------------------------------------------------
+
+    def _availability(self, machine: Machine, judged: _Judgement) -> None:
+        if machine.power_state is not None:
+            found = _NOT_RUNNING.get(machine.power_state.casefold())
+            if found is not None:
+                code, words = found
+                judged.add(
+                    State.UNKNOWN,
+                    Reason(code, f"the VM is {words}; it is judged again when it runs"),
+                    Action.NONE,
+                )
+        arc_status = machine.arc_status if machine.kind is MachineKind.ARC else None
+        if arc_status is not None and arc_status.casefold() != "connected":
+            judged.add(
+                State.UNKNOWN,
+                Reason(
+                    "arc_disconnected",
+                    f"the Arc agent is {arc_status}; its data may be out of date",
+                ),
+                Action.INVESTIGATE,
+            )
+
+    def _assessment(self, assessment: AssessmentSummary | None, judged: _Judgement) -> None:
+        if assessment is None or assessment.last_modified is None:
+            judged.add(
+                State.ASSESSMENT_DUE,
+                Reason("never_assessed", "no patch assessment on record"),
+                Action.ASSESS,
+            )
+            return
+        if self.now - assessment.last_modified > self.policy.assessment_max_age:
+            limit = int(self.policy.assessment_max_age.total_seconds() // 3600)
+            judged.add(
+                State.ASSESSMENT_DUE,
+                Reason(
+                    "assessment_stale",
+                    f"the latest assessment is older than {limit} h (the policy's maximum age)",
+                ),
+                Action.ASSESS,
+            )
+        if assessment.status is not None and assessment.status.casefold() == "failed":
+            judged.add(
+                State.ASSESSMENT_DUE,
+                Reason("assessment_failed", "the latest assessment failed"),
+                Action.ASSESS,
+            )
+
+    def _build(
+        self, machine: Machine, os: OsFamily, context: OsContext, judged: _Judgement
+    ) -> BuildPosition | None:
+        if machine.os_version is None:
+            return None
+        key = (os, machine.os_version)
+        found = self._builds.get(key)
+        if found is None:
+            found = self._builds[key] = self._judge_build(os, machine.os_version, context)
+        position, findings = found
+        judged.extend(findings)
+        return position
+
+    def _judge_build(
+        self, os: OsFamily, build: str, context: OsContext
+    ) -> tuple[BuildPosition | None, tuple[Finding, ...]]:
+        position = self.calendar.locate(build, context.in_force)
+        if position is None or position.os is not os:
+            reason = Reason(
+                "build_not_recognised", f"reported OS version {build} is not a {os.value} build"
+            )
+            return None, ((State.UNKNOWN, reason, Action.INVESTIGATE),)
+        if position.release_month is None:
+            reason = Reason(
+                "off_cycle",
+                f"build {build} is older than every published {os.value} hotpatch release; "
+                "it needs the current baseline",
+            )
+            return position, ((State.NON_COMPLIANT, reason, Action.INSTALL_BASELINE),)
+        if position.releases_behind is None or position.releases_behind == 0:
+            return position, ()
+        at = f"at {position.release_month}"
+        behind = f"{position.releases_behind} release(s) behind"
+        expected = _expected(context.in_force)
+        install = self._install_action(context, position)
+        if position.release_month < str(context.required_baseline.month):
+            reason = Reason(
+                "off_cycle",
+                f"build {build} is {at}, behind the {context.required_baseline.month} baseline: "
+                f"it cannot take hotpatches until it is back on a baseline ({behind} "
+                f"{expected})",
+            )
+            return position, ((State.NON_COMPLIANT, reason, Action.INSTALL_BASELINE),)
+        if position.release_month < str(context.required.month):
+            reason = Reason("build_behind", f"build {build} is {at}, {behind} {expected}")
+            return position, ((State.NON_COMPLIANT, reason, install),)
+        reason = Reason(
+            "update_available",
+            f"build {build} is {at}; {expected} is due by {_iso(context.grace_ends)}",
+        )
+        return position, ((State.PENDING, reason, install),)
+
+    def _missing_updates(
+        self,
+        assessment: AssessmentSummary | None,
+        context: OsContext,
+        position: BuildPosition | None,
+        judged: _Judgement,
+    ) -> None:
+        if assessment is None or assessment.critical + assessment.security <= 0:
+            return
+        install = self._install_action(context, position)
+        counts = f"{assessment.critical} critical and {assessment.security} security update(s)"
+        grace = _iso(context.grace_ends)
+        if self.now >= context.grace_ends:
+            reason = Reason(
+                "missing_security_updates",
+                f"{counts} missing past the grace period (ended {grace})",
+            )
+            judged.add(State.NON_COMPLIANT, reason, install)
+        else:
+            reason = Reason("updates_pending", f"{counts} missing; grace period ends {grace}")
+            judged.add(State.PENDING, reason, install)
+
+    @staticmethod
+    def _install_action(context: OsContext, position: BuildPosition | None) -> Action:
+        """A machine on the current baseline takes the hotpatch; anything else needs a restart."""
+        if context.restart_month:
+            return Action.INSTALL_BASELINE
+        if position is not None and position.on_current_baseline is False:
+            return Action.INSTALL_BASELINE
+        return Action.INSTALL_HOTPATCH
+
+
+def _eligibility_facts(machine: Machine) -> tuple[object, ...]:
+    """Every field of a machine that eligibility reads."""
+    return (
+        machine.kind,
+        machine.os_type,
+        machine.os_version if machine.kind is MachineKind.ARC else None,
+        machine.image_publisher,
+        machine.image_offer,
+        machine.image_sku,
+        machine.image_id,
+        machine.shared_gallery_image_id,
+        machine.community_gallery_image_id,
+        machine.image_version is None,
+        machine.patch_mode,
+        machine.enable_hotpatching,
+        machine.provision_vm_agent,
+        machine.orchestration_mode,
+        machine.arc_os_sku,
+        machine.hotpatch_enablement_status,
+        machine.hotpatch_subscription_status,
+    )
+
+
+def _install_needs_restart(
+    assessment: AssessmentSummary | None, installation: InstallationSummary | None
+) -> bool:
+    """An install said a restart is required, and no assessment has been made since."""
+    if installation is None or (installation.reboot_status or "").casefold() != "required":
+        return False
+    if assessment is None or assessment.last_modified is None:
+        return True
+    return (
+        installation.last_modified is not None
+        and installation.last_modified >= assessment.last_modified
+    )
+
+
+@dataclass(slots=True)
+class _Judgement:
+    """Collects reasons; the state is the one of highest precedence among them."""
+
+    reasons: list[Reason] = field(default_factory=list)
+    state: State = State.COMPLIANT
+    action: Action = Action.NONE
+
+    def add(self, state: State, reason: Reason, action: Action) -> None:
+        self.reasons.append(reason)
+        if _RANK[state] < _RANK[self.state]:
+            self.state, self.action = state, action
+
+    def extend(self, findings: Iterable[Finding]) -> None:
+        for finding in findings:
+            self.add(*finding)
+
+
+def _full_build(build: str | None) -> str | None:
+    return f"10.0.{build}" if build else None
+
+
+def _expected(slot: ReleaseSlot) -> str:
+    if slot.build is None:
+        return f"the {slot.month} release (its build is not in the catalog yet)"
+    return f"the {slot.month} release ({slot.kb}, build 10.0.{slot.build})"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%MZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Roll-ups of a set of verdicts."""
+
+    total: int
+    by_state: dict[str, int]
+    by_action: dict[str, int]
+    by_subscription: dict[str, dict[str, int]]
+    by_os: dict[str, dict[str, int]]
+    by_ring: dict[str, dict[str, int]]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "total": self.total,
+            "by_state": self.by_state,
+            "by_action": self.by_action,
+            "by_subscription": self.by_subscription,
+            "by_os": self.by_os,
+            "by_ring": self.by_ring,
+        }
+
+
+def summarize(verdicts: Iterable[Verdict]) -> Summary:
+    # Count distinct (state, action, subscription, os, ring) first: far fewer than machines.
+    combos: Counter[tuple[State, Action, str | None, OsFamily | None, str | None]] = Counter(
+        (v.state, v.action, v.subscription_id, v.os, v.ring) for v in verdicts
+    )
+    states: Counter[str] = Counter()
+    actions: Counter[str] = Counter()
+    groups: dict[str, dict[str, Counter[str]]] = {"subscription": {}, "os": {}, "ring": {}}
+    for (state, action, subscription, os, ring), count in combos.items():
+        states[state.value] += count
+        actions[action.value] += count
+        keys = {
+            "subscription": subscription or "(none)",
+            "os": os.value if os else "(other)",
+            "ring": ring or "(untagged)",
+        }
+        for group, key in keys.items():
+            groups[group].setdefault(key, Counter())[state.value] += count
+    return Summary(
+        total=sum(combos.values()),
+        by_state={state.value: states[state.value] for state in STATE_PRECEDENCE},
+        by_action={action.value: actions[action.value] for action in Action},
+        by_subscription=_ordered(groups["subscription"]),
+        by_os=_ordered(groups["os"]),
+        by_ring=_ordered(groups["ring"]),
+    )
+
+
+def _ordered(groups: dict[str, Counter[str]]) -> dict[str, dict[str, int]]:
+    return {
+        key: {state.value: counts[state.value] for state in STATE_PRECEDENCE if counts[state.value]}
+        for key, counts in sorted(groups.items())
+    }

@@ -1,0 +1,346 @@
+"""Parse Resource Graph rows (a raw export or a sweep's pages) into typed machine records.
+
+This is the boundary. Each row type has a model that *is* the record it becomes (a subclass that
+only adds where each field sits in Azure's payload), so a row is validated once, by pydantic-core,
+with no intermediate copies. A row that does not fit becomes a `MalformedMachine` naming the
+field and the reason; nothing here raises on bad data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AliasPath,
+    BaseModel,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+)
+
+from hotpatch.core.bulk import collector_paused
+from hotpatch.core.models import (
+    AssessmentSummary,
+    Count,
+    InstallationSummary,
+    Machine,
+    MachineKind,
+    MalformedMachine,
+    UtcDatetime,
+)
+
+VM_TYPE = "microsoft.compute/virtualmachines"
+UNIFORM_VM_TYPE = "microsoft.compute/virtualmachinescalesets/virtualmachines"
+SCALE_SET_TYPE = "microsoft.compute/virtualmachinescalesets"
+ARC_TYPE = "microsoft.hybridcompute/machines"
+ASSESSMENT_MARK = "/patchassessmentresults/"
+INSTALLATION_MARK = "/patchinstallationresults/"
+
+
+def _at(*path: str, default: Any = None) -> Any:
+    """A field read from `properties.<path>`.
+
+    Flat models validate about twice as fast as trees of nested models, and an error still names
+    the full path (`properties.storageProfile.imageReference.sku`).
+    """
+    return Field(default=default, validation_alias=AliasPath("properties", *path))
+
+
+def _casefold(value: str) -> str:
+    return value.casefold()
+
+
+def _hotpatch_feature(features: Any) -> Any:
+    """`productFeatures[]` -> the subscription status of the item named Hotpatch."""
+    if features is None:
+        return None
+    if not isinstance(features, list):
+        raise ValueError("productFeatures must be a list")
+    for feature in features:
+        if isinstance(feature, dict) and str(feature.get("name", "")).casefold() == "hotpatch":
+            return feature.get("subscriptionStatus")
+    return None
+
+
+ResourceId = Annotated[str, Field(min_length=1), AfterValidator(_casefold)]
+_IMAGE = ("storageProfile", "imageReference")
+_PATCH = ("osProfile", "windowsConfiguration", "patchSettings")
+
+
+class _ResourceRow(Machine):
+    """The columns every `resources` row has."""
+
+    id: ResourceId
+    name: str = ""
+    subscription_id: str | None = Field(default=None, validation_alias="subscriptionId")
+    resource_group: str | None = Field(default=None, validation_alias="resourceGroup")
+    location: str | None = None
+    tags: Annotated[dict[str, str], BeforeValidator(lambda v: {} if v is None else v)] = Field(
+        default_factory=dict
+    )
+
+
+class _VmRow(_ResourceRow):
+    kind: MachineKind = MachineKind.VM
+    os_type: str | None = _at("storageProfile", "osDisk", "osType")
+    os_version: str | None = _at("extended", "instanceView", "osVersion")
+    power_state: str | None = _at("extended", "instanceView", "powerState", "code")
+    image_publisher: str | None = _at(*_IMAGE, "publisher")
+    image_offer: str | None = _at(*_IMAGE, "offer")
+    image_sku: str | None = _at(*_IMAGE, "sku")
+    image_version: str | None = _at(*_IMAGE, "version")
+    image_id: str | None = _at(*_IMAGE, "id")
+    shared_gallery_image_id: str | None = _at(*_IMAGE, "sharedGalleryImageId")
+    community_gallery_image_id: str | None = _at(*_IMAGE, "communityGalleryImageId")
+    patch_mode: str | None = _at(*_PATCH, "patchMode")
+    enable_hotpatching: bool | None = _at(*_PATCH, "enableHotpatching")
+    assessment_mode: str | None = _at(*_PATCH, "assessmentMode")
+    reboot_setting: str | None = _at(*_PATCH, "automaticByPlatformSettings", "rebootSetting")
+    provision_vm_agent: bool | None = _at("osProfile", "windowsConfiguration", "provisionVMAgent")
+    security_type: str | None = _at("securityProfile", "securityType")
+    scale_set_id: str | None = _at("virtualMachineScaleSet", "id")
+
+
+class _UniformVmRow(_VmRow):
+    """An instance of a Uniform scale set (Flexible members are ordinary VM rows)."""
+
+    orchestration_mode: str | None = "Uniform"
+
+
+class _ScaleSetRow(_ResourceRow):
+    kind: MachineKind = MachineKind.SCALE_SET
+    orchestration_mode: str | None = _at("orchestrationMode")
+    image_publisher: str | None = _at("virtualMachineProfile", *_IMAGE, "publisher")
+    image_offer: str | None = _at("virtualMachineProfile", *_IMAGE, "offer")
+    image_sku: str | None = _at("virtualMachineProfile", *_IMAGE, "sku")
+    image_id: str | None = _at("virtualMachineProfile", *_IMAGE, "id")
+
+
+class _ArcRow(_ResourceRow):
+    kind: MachineKind = MachineKind.ARC
+    arc_status: str | None = _at("status")
+    os_type: str | None = _at("osType")
+    os_version: str | None = _at("osVersion")
+    arc_os_sku: str | None = _at("osSku")
+    patch_mode: str | None = _at(*_PATCH, "patchMode")
+    enable_hotpatching: bool | None = _at(*_PATCH, "enableHotpatching")
+    assessment_mode: str | None = _at(*_PATCH, "assessmentMode")
+    hotpatch_enablement_status: str | None = _at(*_PATCH, "status", "hotpatchEnablementStatus")
+    hotpatch_subscription_status: Annotated[str | None, BeforeValidator(_hotpatch_feature)] = _at(
+        "licenseProfile", "productProfile", "productFeatures"
+    )
+
+
+_COUNTS = "availablePatchCountByClassification"
+
+
+def _machine_key(mark: str) -> Any:
+    def key(value: str) -> str:
+        folded = value.casefold()
+        cut = folded.find(mark)
+        if cut <= 0:
+            raise ValueError(f"not of the form <machine id>{mark}…")
+        return folded[:cut]
+
+    return AfterValidator(key)
+
+
+class _AssessmentRow(AssessmentSummary):
+    #: Read from the row's id: the id of the machine it belongs to, lower-cased.
+    machine_id: Annotated[str, _machine_key(ASSESSMENT_MARK)] = Field(validation_alias="id")
+    status: str | None = _at("status")
+    last_modified: UtcDatetime | None = _at("lastModifiedDateTime")
+    reboot_pending: bool | None = _at("rebootPending")
+    critical: Count = _at(_COUNTS, "critical", default=0)
+    security: Count = _at(_COUNTS, "security", default=0)
+
+
+class _InstallationRow(InstallationSummary):
+    machine_id: Annotated[str, _machine_key(INSTALLATION_MARK)] = Field(validation_alias="id")
+    status: str | None = _at("status")
+    last_modified: UtcDatetime | None = _at("lastModifiedDateTime")
+    reboot_status: str | None = _at("rebootStatus")
+
+
+_MODELS: dict[str, type[BaseModel]] = {
+    VM_TYPE: _VmRow,
+    UNIFORM_VM_TYPE: _UniformVmRow,
+    SCALE_SET_TYPE: _ScaleSetRow,
+    ARC_TYPE: _ArcRow,
+    f"{VM_TYPE}/patchassessmentresults": _AssessmentRow,
+    f"{ARC_TYPE}/patchassessmentresults": _AssessmentRow,
+    f"{VM_TYPE}/patchinstallationresults": _InstallationRow,
+    f"{ARC_TYPE}/patchinstallationresults": _InstallationRow,
+}
+_TAGS: dict[type[BaseModel], str] = {
+    _VmRow: "vm",
+    _UniformVmRow: "uniform_vm",
+    _ScaleSetRow: "scale_set",
+    _ArcRow: "arc",
+    _AssessmentRow: "assessment",
+    _InstallationRow: "installation",
+}
+_IGNORED = "ignored"
+_BROKEN = "broken"
+
+
+def _route(row: Any) -> str:
+    """The tag of the model a row validates as; unknown tags fall through to the raw row."""
+    if not isinstance(row, dict):
+        return _BROKEN
+    row_type = row.get("type")
+    if not isinstance(row_type, str):
+        return _IGNORED
+    model = _MODELS.get(row_type) or _MODELS.get(row_type.casefold())  # exports may be mixed case
+    if model is None:
+        return _IGNORED  # software patch rows and other resource types
+    properties = row.get("properties")
+    if properties is not None and not isinstance(properties, dict):
+        # A flat model would read every field of a non-object as absent: call it broken.
+        return _BROKEN
+    return _TAGS[model]
+
+
+_Row = Annotated[
+    Annotated[_VmRow, Tag("vm")]
+    | Annotated[_UniformVmRow, Tag("uniform_vm")]
+    | Annotated[_ScaleSetRow, Tag("scale_set")]
+    | Annotated[_ArcRow, Tag("arc")]
+    | Annotated[_AssessmentRow, Tag("assessment")]
+    | Annotated[_InstallationRow, Tag("installation")]
+    | Annotated[Any, Tag(_IGNORED)],
+    Discriminator(_route),
+]
+#: One pass over every row in pydantic-core; a row that fails comes back raw (the `Any` arm),
+#: so one bad row costs only itself.
+_ROWS: TypeAdapter[list[Any]] = TypeAdapter(
+    list[Annotated[_Row | Any, Field(union_mode="left_to_right")]]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedInventory:
+    """Machines (well-formed or not) and their latest patch summaries, keyed by machine id."""
+
+    machines: list[Machine | MalformedMachine]
+    assessments: Mapping[str, AssessmentSummary] = field(default_factory=dict)
+    installations: Mapping[str, InstallationSummary] = field(default_factory=dict)
+    rows: int = 0
+    ignored: int = 0
+
+
+def parse_rows(rows: Iterable[Any]) -> ParsedInventory:
+    """Join resources, assessment and installation rows by machine id (case-insensitively)."""
+    with collector_paused():
+        return _parse(rows)
+
+
+def _parse(rows: Iterable[Any]) -> ParsedInventory:
+    batch = rows if isinstance(rows, list) else list(rows)
+    machines: list[Machine | MalformedMachine] = []
+    assessments: dict[str, _AssessmentRow] = {}
+    installations: dict[str, _InstallationRow] = {}
+    broken: dict[str, str] = {}
+    malformed: list[MalformedMachine] = []
+    ignored = 0
+    for index, result in enumerate(_ROWS.validate_python(batch)):
+        kind = type(result)
+        if kind is _AssessmentRow or kind is _InstallationRow:
+            table = assessments if kind is _AssessmentRow else installations
+            current = table.get(result.machine_id)
+            # Installation history holds many rows per machine: the newest counts.
+            if current is None or _newer(result, current):
+                table[result.machine_id] = result
+        elif kind is _ScaleSetRow and (result.orchestration_mode or "").casefold() != "uniform":
+            ignored += 1  # a Flexible scale set is not a machine: its members are VM rows
+        elif isinstance(result, Machine):
+            machines.append(result)
+        elif _route(result) == _IGNORED:
+            ignored += 1
+        else:
+            _explain(result, index, broken, malformed)
+    found: list[Machine | MalformedMachine] = []
+    for machine in machines:
+        error = broken.pop(machine.id, None)
+        found.append(
+            machine
+            if error is None
+            else MalformedMachine(machine.id, machine.name, error, machine.subscription_id)
+        )
+    found.extend(malformed)
+    # Patch rows whose machine is not in the export: reported, not silently dropped.
+    for key, error in broken.items():
+        found.append(MalformedMachine(key, key.rsplit("/", 1)[-1], error))
+    return ParsedInventory(found, assessments, installations, len(batch), ignored)
+
+
+def _explain(
+    row: Any, index: int, broken: dict[str, str], malformed: list[MalformedMachine]
+) -> None:
+    """A row that failed validation: validate it alone to say which field is wrong and why."""
+    if not isinstance(row, dict):
+        key = f"(row {index})"
+        malformed.append(
+            MalformedMachine(key, key, f"row is a {type(row).__name__}, not an object")
+        )
+        return
+    model = _MODELS.get(str(row.get("type")).casefold(), _VmRow)
+    what = {_AssessmentRow: "assessment row", _InstallationRow: "installation row"}.get(
+        model, "resource row"
+    )
+    properties = row.get("properties")
+    if properties is not None and not isinstance(properties, dict):
+        problem = f"{what}: properties: not an object ({type(properties).__name__})"
+    else:
+        try:
+            model.model_validate(row)
+            problem = f"{what}: could not be read"  # pragma: no cover - failed in the batch
+        except ValidationError as error:
+            problem = _first_error(error, what)
+    if model is _AssessmentRow or model is _InstallationRow:
+        mark = ASSESSMENT_MARK if model is _AssessmentRow else INSTALLATION_MARK
+        broken[_machine_of(row, mark) or _row_key(row, index)] = problem
+        return
+    key = _row_key(row, index)
+    name = row.get("name") if isinstance(row.get("name"), str) else key.rsplit("/", 1)[-1]
+    subscription = row.get("subscriptionId")
+    malformed.append(
+        MalformedMachine(
+            key, str(name), problem, subscription if isinstance(subscription, str) else None
+        )
+    )
+
+
+def _newer(
+    candidate: _AssessmentRow | _InstallationRow, current: _AssessmentRow | _InstallationRow
+) -> bool:
+    if candidate.last_modified is None:
+        return False
+    return current.last_modified is None or candidate.last_modified > current.last_modified
+
+
+def _machine_of(row: dict[str, Any], mark: str) -> str | None:
+    raw = row.get("id")
+    if not isinstance(raw, str):
+        return None
+    key = raw.casefold()
+    cut = key.find(mark)
+    return key[:cut] if cut > 0 else None
+
+
+def _row_key(row: dict[str, Any], index: int) -> str:
+    value = row.get("id")
+    return value.casefold() if isinstance(value, str) and value else f"(row {index})"
+
+
+def _first_error(error: ValidationError, what: str) -> str:
+    item = error.errors()[0]
+    where = ".".join(str(part) for part in item["loc"]) or "(row)"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{what}: {where}: {item['msg']}{more}"

@@ -1,0 +1,213 @@
+"""Parsing raw exports: any order, joins by id, and malformed rows that never stop a run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hotpatch.core.calendar import Calendar
+from hotpatch.core.compliance import Evaluator
+from hotpatch.core.inventory import parse_rows
+from hotpatch.core.models import Machine, MachineKind, MalformedMachine, State
+from hotpatch.core.policy import Policy
+from hotpatch.data import shipped_image_catalog, shipped_release_catalog
+from tests.builders import (
+    NOW,
+    arc_row,
+    assessment_row,
+    installation_row,
+    scale_set_row,
+    vm_id,
+    vm_row,
+)
+
+EVALUATOR = Evaluator(shipped_image_catalog(), Calendar(shipped_release_catalog()), Policy(), NOW)
+
+
+def verdicts_of(rows: list[Any]) -> dict[str, Any]:
+    return {v.id: v for v in EVALUATOR.evaluate_all(parse_rows(rows))}
+
+
+def test_rows_join_by_machine_id_in_any_order() -> None:
+    machine = vm_id("vm1")
+    rows = [
+        installation_row(machine, NOW),
+        assessment_row(machine),
+        vm_row("vm1"),
+    ]
+    inventory = parse_rows(rows)
+    (parsed,) = inventory.machines
+    assert isinstance(parsed, Machine)
+    assert parsed.id == machine.casefold()
+    assert inventory.assessments[parsed.id].status == "Succeeded"
+    assert inventory.installations[parsed.id].last_modified == NOW.replace(microsecond=0)
+
+
+def test_software_patch_rows_and_other_resource_types_are_passed_over_and_counted() -> None:
+    machine = vm_id("vm1")
+    rows = [
+        vm_row("vm1"),
+        {
+            "id": f"{machine}/patchAssessmentResults/latest/softwarePatches/abc",
+            "type": "microsoft.compute/virtualmachines/patchassessmentresults/softwarepatches",
+            "properties": {"kbId": "5075943"},
+        },
+        {
+            "id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/vnets/v",
+            "type": "microsoft.network/virtualnetworks",
+        },
+    ]
+    inventory = parse_rows(rows)
+    assert (len(inventory.machines), inventory.rows, inventory.ignored) == (1, 3, 2)
+
+
+def test_a_flexible_scale_set_row_is_not_a_machine() -> None:
+    row = scale_set_row(mode="Flexible")
+    assert parse_rows([row]).machines == []
+
+
+def test_arc_rows_become_arc_machines_with_their_enrolment() -> None:
+    (machine,) = parse_rows([arc_row()]).machines
+    assert isinstance(machine, Machine)
+    assert machine.kind is MachineKind.ARC
+    assert machine.hotpatch_subscription_status == "Enabled"
+    assert machine.hotpatch_enablement_status == "Enabled"
+    assert machine.os_version == "10.0.26100.32313"
+
+
+def test_a_time_without_a_zone_is_read_as_utc() -> None:
+    row = assessment_row(vm_id("vm1"))
+    row["properties"]["lastModifiedDateTime"] = "2026-02-14T03:00:00"
+    inventory = parse_rows([vm_row("vm1"), row])
+    (summary,) = inventory.assessments.values()
+    assert summary.last_modified == datetime(2026, 2, 14, 3, 0, tzinfo=UTC)
+
+
+def test_a_malformed_resource_row_is_unknown_with_the_field_and_the_reason() -> None:
+    bad = vm_row("bad", **{"properties.storageProfile.imageReference.sku": 42})
+    verdicts = verdicts_of([bad, vm_row("good"), assessment_row(vm_id("good"))])
+    broken = verdicts[vm_id("bad").casefold()]
+    assert broken.state is State.UNKNOWN
+    assert [r.code for r in broken.reasons] == ["malformed_record"]
+    assert "properties.storageProfile.imageReference.sku" in broken.reasons[0].message
+    assert verdicts[vm_id("good").casefold()].state is State.COMPLIANT
+
+
+def test_a_malformed_assessment_row_makes_its_machine_unknown() -> None:
+    row = assessment_row(vm_id("vm1"))
+    row["properties"]["lastModifiedDateTime"] = "yesterday"
+    (verdict,) = verdicts_of([vm_row("vm1"), row]).values()
+    assert verdict.state is State.UNKNOWN
+    assert "assessment row: properties.lastModifiedDateTime" in verdict.reasons[0].message
+
+
+def test_properties_that_are_not_an_object_are_malformed_not_empty() -> None:
+    row = vm_row("vm1")
+    row["properties"] = "garbage"
+    (machine,) = parse_rows([row]).machines
+    assert isinstance(machine, MalformedMachine)
+    assert "properties: not an object" in machine.error
+
+
+def test_negative_counts_are_malformed() -> None:
+    row = assessment_row(vm_id("vm1"), critical=-1)
+    (machine,) = parse_rows([vm_row("vm1"), row]).machines
+    assert isinstance(machine, MalformedMachine)
+
+
+def test_a_patch_row_for_a_machine_missing_from_the_export_is_reported() -> None:
+    row = assessment_row(vm_id("ghost"))
+    row["properties"]["rebootPending"] = "perhaps"
+    (machine,) = parse_rows([row]).machines
+    assert isinstance(machine, MalformedMachine)
+    assert machine.id.endswith("/virtualmachines/ghost")
+
+
+def test_rows_that_are_not_objects_are_malformed() -> None:
+    inventory = parse_rows([1, "two", None, [3]])
+    assert [type(m) for m in inventory.machines] == [MalformedMachine] * 4
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+TYPES = st.sampled_from(
+    [
+        "microsoft.compute/virtualmachines",
+        "Microsoft.Compute/virtualMachines",
+        "microsoft.hybridcompute/machines",
+        "microsoft.compute/virtualmachinescalesets",
+        "microsoft.compute/virtualmachines/patchassessmentresults",
+        "microsoft.hybridcompute/machines/patchinstallationresults",
+        "something/else",
+    ]
+)
+
+
+def _mutate(row: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    node: Any = row
+    for part in path[:-1]:
+        if not isinstance(node, dict) or not isinstance(node.get(part), dict):
+            break
+        node = node[part]
+    if isinstance(node, dict) and path:
+        node[path[-1]] = value
+    return row
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> Any:
+    """Realistic rows with one field replaced by arbitrary JSON, or arbitrary JSON outright."""
+    if draw(st.booleans()):
+        return draw(
+            JSON | st.dictionaries(st.sampled_from(["id", "type", "properties", "name"]), JSON)
+        )
+    base = draw(
+        st.sampled_from(
+            [
+                vm_row("h"),
+                arc_row("h"),
+                assessment_row(vm_id("h")),
+                installation_row(vm_id("h"), NOW),
+            ]
+        )
+    )
+    path = draw(
+        st.sampled_from(
+            [
+                ["type"],
+                ["id"],
+                ["tags"],
+                ["properties"],
+                ["properties", "storageProfile"],
+                ["properties", "storageProfile", "imageReference", "sku"],
+                ["properties", "osProfile", "windowsConfiguration", "patchSettings"],
+                ["properties", "extended", "instanceView", "osVersion"],
+                ["properties", "lastModifiedDateTime"],
+                ["properties", "availablePatchCountByClassification", "critical"],
+                ["properties", "licenseProfile", "productProfile", "productFeatures"],
+                ["properties", "osVersion"],
+                ["properties", "rebootStatus"],
+            ]
+        )
+    )
+    value = draw(JSON | TYPES)
+    return _mutate(base, path, value)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(rows(), max_size=6))
+def test_evaluate_never_raises_on_arbitrary_rows(batch: list[Any]) -> None:
+    verdicts = EVALUATOR.evaluate_all(parse_rows(batch))
+    # Every machine-ish row is accounted for: a verdict each, and malformed ones say why.
+    for verdict in verdicts:
+        assert verdict.state in State
+        if verdict.state is State.UNKNOWN:
+            assert verdict.reasons
