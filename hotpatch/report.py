@@ -1,0 +1,188 @@
+"""Compliance reports: stable JSON and CSV for scripts, rich tables for people."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from hotpatch.core.calendar import ReleaseSlot
+from hotpatch.core.compliance import Summary
+from hotpatch.core.models import STATE_PRECEDENCE, State, Verdict
+
+CSV_COLUMNS = (
+    "id",
+    "name",
+    "kind",
+    "state",
+    "eligible",
+    "action",
+    "reason_codes",
+    "os",
+    "subscription_id",
+    "ring",
+    "build",
+    "release_month",
+    "releases_behind",
+    "expected_build",
+    "last_assessed",
+    "missing_critical_security",
+    "grace_ends",
+    "reasons",
+)
+
+STATE_STYLE = {
+    State.UNKNOWN: "magenta",
+    State.NOT_ELIGIBLE: "dim",
+    State.MISCONFIGURED: "yellow",
+    State.ASSESSMENT_DUE: "cyan",
+    State.NON_COMPLIANT: "bold red",
+    State.REBOOT_PENDING: "yellow",
+    State.PENDING: "blue",
+    State.COMPLIANT: "green",
+}
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment is not None else None
+
+
+def verdict_json(verdict: Verdict) -> dict[str, Any]:
+    """One machine, as `hotpatch evaluate --format json` and the HTTP API show it."""
+    return {
+        "id": verdict.id,
+        "name": verdict.name,
+        "kind": verdict.kind.value if verdict.kind else None,
+        "state": verdict.state.value,
+        "eligible": verdict.eligible,
+        "action": verdict.action.value,
+        "reasons": [{"code": r.code, "message": r.message} for r in verdict.reasons],
+        "os": verdict.os.value if verdict.os else None,
+        "subscription_id": verdict.subscription_id,
+        "ring": verdict.ring,
+        "build": verdict.build,
+        "release_month": verdict.release_month,
+        "releases_behind": verdict.releases_behind,
+        "expected_build": verdict.expected_build,
+        "last_assessed": iso(verdict.last_assessed),
+        "missing_critical_security": verdict.missing_critical_security,
+        "grace_ends": iso(verdict.grace_ends),
+    }
+
+
+def report_json(
+    verdicts: Sequence[Verdict], summary: Summary, evaluated_at: datetime, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "evaluated_at": iso(evaluated_at),
+        **extra,
+        "summary": summary.as_dict(),
+        "machines": [verdict_json(v) for v in verdicts],
+    }
+
+
+def report_csv(verdicts: Iterable[Verdict]) -> str:
+    """One row per machine; reasons joined so that a spreadsheet filter still works."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for verdict in verdicts:
+        row = verdict_json(verdict)
+        reasons = row.pop("reasons")
+        row["reason_codes"] = ";".join(r["code"] for r in reasons)
+        row["reasons"] = " | ".join(r["message"] for r in reasons)
+        writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def print_summary(
+    console: Console, summary: Summary, verdicts: Sequence[Verdict], limit: int, title: str
+) -> None:
+    """The compliance summary, roll-ups and the machines that need action (at most `limit`)."""
+    console.print(f"[bold]{title}[/]")
+    states = Table()
+    states.add_column("state")
+    states.add_column("machines", justify="right")
+    states.add_column("share", justify="right")
+    for state in STATE_PRECEDENCE:
+        count = summary.by_state[state.value]
+        share = f"{100 * count / summary.total:.1f}%" if summary.total else "-"
+        states.add_row(f"[{STATE_STYLE[state]}]{state.value}[/]", str(count), share)
+    states.add_row("[bold]total[/]", f"[bold]{summary.total}[/]", "")
+    console.print(states)
+    for label, groups in (
+        ("by OS", summary.by_os),
+        ("by ring", summary.by_ring),
+        ("by subscription", summary.by_subscription),
+    ):
+        console.print(_group_table(label, groups))
+    needing = [v for v in verdicts if v.state is not State.COMPLIANT and v.eligible]
+    if needing and limit > 0:
+        machines = Table(title=f"Eligible machines that need action ({len(needing)})")
+        for column in ("name", "state", "action", "build", "reason"):
+            machines.add_column(column, overflow="fold")
+        for verdict in needing[:limit]:
+            machines.add_row(
+                verdict.name,
+                f"[{STATE_STYLE[verdict.state]}]{verdict.state.value}[/]",
+                verdict.action.value,
+                verdict.build or "-",
+                verdict.reasons[0].message if verdict.reasons else "",
+            )
+        console.print(machines)
+        if len(needing) > limit:
+            console.print(
+                f"… and {len(needing) - limit} more: use --format json or csv for every machine."
+            )
+
+
+def _group_table(label: str, groups: dict[str, dict[str, int]]) -> Table:
+    table = Table(title=label, title_justify="left")
+    table.add_column(label.removeprefix("by "))
+    present = [s for s in STATE_PRECEDENCE if any(s.value in counts for counts in groups.values())]
+    for state in present:
+        table.add_column(state.value, justify="right")
+    table.add_column("total", justify="right")
+    for key, counts in groups.items():
+        table.add_row(
+            key, *(str(counts.get(s.value, 0)) for s in present), str(sum(counts.values()))
+        )
+    return table
+
+
+def calendar_json(slots: Iterable[ReleaseSlot]) -> list[dict[str, Any]]:
+    return [
+        {
+            "month": str(slot.month),
+            "kind": slot.kind.value,
+            "patch_tuesday": slot.patch_tuesday.isoformat(),
+            "release_utc": iso(slot.release_utc),
+            "kb": slot.kb,
+            "build": slot.build,
+            "restart": slot.restart,
+        }
+        for slot in slots
+    ]
+
+
+def print_calendar(console: Console, os_name: str, slots: Sequence[ReleaseSlot]) -> None:
+    table = Table(title=f"Hotpatch calendar: {os_name}", title_justify="left")
+    for column in ("month", "kind", "patch tuesday", "release (UTC)", "KB", "build", "restart"):
+        table.add_column(column)
+    for row, slot in zip(calendar_json(slots), slots, strict=True):
+        style = "bold" if slot.restart else ""
+        table.add_row(
+            row["month"],
+            f"[{style}]{row['kind']}[/]" if style else row["kind"],
+            row["patch_tuesday"],
+            row["release_utc"],
+            row["kb"] or "not published yet",
+            row["build"] or "-",
+            "yes" if slot.restart else "no",
+        )
+    console.print(table)

@@ -1,0 +1,56 @@
+"""Use cases: the imperative shell that feeds inputs to the pure core and hands back results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from hotpatch.core.calendar import Calendar
+from hotpatch.core.compliance import Evaluator, Summary, summarize
+from hotpatch.core.images import ImageCatalog
+from hotpatch.core.inventory import parse_rows
+from hotpatch.core.models import Verdict
+from hotpatch.core.policy import Policy
+from hotpatch.core.releases import ReleaseCatalog
+from hotpatch.data import load_image_catalog, load_release_catalog
+from hotpatch.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Everything the core decides with, loaded once from the settings."""
+
+    images: ImageCatalog
+    releases: ReleaseCatalog
+    calendar: Calendar
+    policy: Policy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Rules:
+        releases = load_release_catalog(settings.release_catalog)
+        policy = settings.policy()
+        return cls(
+            images=load_image_catalog(settings.image_catalog),
+            releases=releases,
+            calendar=Calendar(releases, policy.month_overrides),
+            policy=policy,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    now: datetime
+    verdicts: list[Verdict]
+    summary: Summary
+    rows: int
+    ignored_rows: int
+
+
+def evaluate_rows(rows: Iterable[Any], rules: Rules, now: datetime) -> Evaluation:
+    """Raw Resource Graph rows -> one verdict per machine, and the roll-ups."""
+    inventory = parse_rows(rows)
+    evaluator = Evaluator(rules.images, rules.calendar, rules.policy, now)
+    verdicts = evaluator.evaluate_all(inventory)
+    return Evaluation(now, verdicts, summarize(verdicts), inventory.rows, inventory.ignored)

@@ -1,0 +1,103 @@
+"""One typed settings object, read once from `HOTPATCH_*` environment variables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hotpatch.core.calendar import MonthOverride, YearMonth
+from hotpatch.core.models import MonthKind, OsFamily
+from hotpatch.core.policy import Policy
+from hotpatch.errors import ConfigurationError
+
+PREFIX = "HOTPATCH_"
+
+
+class Settings(BaseModel):
+    """Every setting the service reads. The environment variable is `HOTPATCH_<NAME>`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_catalog: Path | None = Field(
+        default=None, description="replacement for the shipped image catalog (JSON)"
+    )
+    release_catalog: Path | None = Field(
+        default=None, description="replacement for the shipped release catalog (JSON)"
+    )
+    allow_preview_images: bool = Field(
+        default=False, description="count preview hotpatch offers as eligible"
+    )
+    assessment_max_age_hours: int = Field(
+        default=72, gt=0, description="an older assessment is stale"
+    )
+    hotpatch_grace_days: int = Field(
+        default=7, ge=0, le=27, description="days after a hotpatch release before non-compliant"
+    )
+    baseline_grace_days: int = Field(
+        default=14, ge=0, le=27, description="days after a baseline release before non-compliant"
+    )
+    ring_tag: str = Field(
+        default="hotpatch-ring", min_length=1, description="the tag naming a machine's ring"
+    )
+    month_overrides: tuple[MonthOverride, ...] = Field(
+        default=(),
+        description="operator month kinds: 'ws2022:2026-08=unplanned_baseline,2026-09=baseline'",
+    )
+
+    @field_validator("month_overrides", mode="before")
+    @classmethod
+    def _parse_overrides(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_month_overrides(value)
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read the settings; a bad value raises ConfigurationError naming the variable."""
+        known = {name.upper(): name for name in cls.model_fields}
+        values: dict[str, Any] = {}
+        for variable, raw in environ.items():
+            if not variable.startswith(PREFIX):
+                continue
+            name = known.get(variable.removeprefix(PREFIX))
+            if name is not None and raw != "":
+                values[name] = raw
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            problems = [
+                f"{PREFIX}{str(item['loc'][0]).upper()}: {item['msg']}" for item in error.errors()
+            ]
+            raise ConfigurationError("; ".join(problems)) from error
+
+    def policy(self) -> Policy:
+        return Policy(
+            assessment_max_age=timedelta(hours=self.assessment_max_age_hours),
+            hotpatch_grace=timedelta(days=self.hotpatch_grace_days),
+            baseline_grace=timedelta(days=self.baseline_grace_days),
+            allow_preview_images=self.allow_preview_images,
+            ring_tag=self.ring_tag,
+            month_overrides=self.month_overrides,
+        )
+
+
+def parse_month_overrides(text: str) -> tuple[MonthOverride, ...]:
+    """`[os:]YYYY-MM=kind` items separated by commas; ValueError says which item is wrong."""
+    overrides = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        where, sep, kind_text = item.partition("=")
+        os_text, _, month_text = where.rpartition(":")
+        try:
+            if not sep:
+                raise ValueError("expected [os:]YYYY-MM=kind")
+            kind = MonthKind(kind_text.strip())
+            os = OsFamily(os_text.strip()) if os_text else None
+            overrides.append(MonthOverride(YearMonth.parse(month_text), kind, os))
+        except ValueError as error:
+            kinds = ", ".join(k.value for k in MonthKind)
+            raise ValueError(f"{item!r}: {error} (kinds: {kinds}; os: ws2022, ws2025)") from None
+    return tuple(overrides)
