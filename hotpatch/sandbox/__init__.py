@@ -1,0 +1,1 @@
+"""The local sandbox: an ARM-compatible HTTPS server and the seeded estate it serves."""

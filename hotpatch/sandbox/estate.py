@@ -1,0 +1,1353 @@
+"""A seeded, realistic estate of Azure and Arc machines as Resource Graph rows (the raw export)."""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from hotpatch.core.bulk import collector_paused
+from hotpatch.core.calendar import Calendar, YearMonth, release_instant
+from hotpatch.core.models import MonthKind, OsFamily
+from hotpatch.core.releases import Release, ReleaseCatalog
+from hotpatch.errors import InputError
+from hotpatch.export import json_kind, read_rows, write_rows
+
+__all__ = [
+    "CATEGORY_SHARES",
+    "Estate",
+    "EstateSpec",
+    "generate_estate",
+    "read_export",
+    "split_rows",
+    "write_export",
+]
+
+# ---------------------------------------------------------------------------------------------
+# The mix. Shares are targets: categories are dealt exactly (largest remainder, then shuffled),
+# attributes inside a category are drawn per machine.
+# ---------------------------------------------------------------------------------------------
+
+HOTPATCH_VM = "hotpatch_vm"  # Azure Edition VM on one of the 8 hotpatch SKUs
+AZURE_EDITION_DESKTOP = "azure_edition_desktop"  # WS2022 Azure Edition with Desktop Experience
+OTHER_WINDOWS = "other_windows"  # marketplace Windows Server that is not Azure Edition
+CUSTOM_IMAGE = "custom_image"  # managed image or Azure Compute Gallery image
+PREVIEW_IMAGE = "preview_image"  # hotpatch preview offers, not in the documented list
+LINUX = "linux"
+FLEXIBLE_MEMBER = "flexible_member"  # VM in a Flexible scale set, on a hotpatch SKU
+UNIFORM_SCALE_SET = "uniform_scale_set"  # one entry per scale set; its instances are not listed
+ARC = "arc"  # Azure Arc-enabled server
+
+#: Share of the machine entries (VMs, Arc machines and Uniform scale sets; these are what
+#: `EstateSpec.machines` counts). Flexible scale set rows come on top: they only inform members.
+CATEGORY_SHARES: tuple[tuple[str, float], ...] = (
+    (HOTPATCH_VM, 0.59),
+    (AZURE_EDITION_DESKTOP, 0.06),
+    (OTHER_WINDOWS, 0.08),
+    (CUSTOM_IMAGE, 0.04),
+    (PREVIEW_IMAGE, 0.005),
+    (LINUX, 0.09),
+    (FLEXIBLE_MEMBER, 0.03),
+    (UNIFORM_SCALE_SET, 0.005),
+    (ARC, 0.10),
+)
+
+#: OS of the Azure Edition hotpatch machines (VMs and Flexible members).
+HOTPATCH_OS_SHARES: tuple[tuple[OsFamily, float], ...] = (
+    (OsFamily.WS2022, 0.55),
+    (OsFamily.WS2025, 0.45),
+)
+#: DOMAIN.md §2: the only images that take hotpatches.
+HOTPATCH_SKUS: dict[OsFamily, tuple[str, ...]] = {
+    OsFamily.WS2022: (
+        "2022-datacenter-azure-edition-core",
+        "2022-datacenter-azure-edition-core-smalldisk",
+        "2022-datacenter-azure-edition-hotpatch",
+        "2022-datacenter-azure-edition-hotpatch-smalldisk",
+    ),
+    OsFamily.WS2025: (
+        "2025-datacenter-azure-edition",
+        "2025-datacenter-azure-edition-smalldisk",
+        "2025-datacenter-azure-edition-core",
+        "2025-datacenter-azure-edition-core-smalldisk",
+    ),
+}
+#: WS2022 Azure Edition with Desktop Experience: Azure Edition, yet not hotpatchable.
+DESKTOP_SKUS: tuple[str, ...] = (
+    "2022-datacenter-azure-edition",
+    "2022-datacenter-azure-edition-smalldisk",
+)
+#: Marketplace Windows Server that is not Azure Edition. OS None: a WS2019 build, which the
+#: catalog does not list, so these report no osVersion rather than an invented one.
+OTHER_WINDOWS_SKUS: tuple[tuple[str, OsFamily | None, str], ...] = (
+    ("2019-datacenter", None, "Windows Server 2019 Datacenter"),
+    ("2019-datacenter-gensecond", None, "Windows Server 2019 Datacenter"),
+    ("2022-datacenter-g2", OsFamily.WS2022, "Windows Server 2022 Datacenter"),
+    ("2022-datacenter", OsFamily.WS2022, "Windows Server 2022 Datacenter"),
+)
+#: Offers and SKUs that carry hotpatch in preview (a policy switch in the service, off by default).
+PREVIEW_IMAGES: tuple[tuple[str, str, OsFamily], ...] = (
+    (
+        "WindowsServerHotpatch-previews",
+        "Windows-Server-2022-Azure-Edition-Hotpatch",
+        OsFamily.WS2022,
+    ),
+    (
+        "microsoftserveroperatingsystems-previews",
+        "windows-server-2025-azure-edition-hotpatch",
+        OsFamily.WS2025,
+    ),
+)
+LINUX_IMAGES: tuple[tuple[str, str, str], ...] = (
+    ("0001-com-ubuntu-server-jammy", "22_04-lts-gen2", "22.04"),
+    ("ubuntu-24_04-lts", "server", "24.04"),
+    ("0001-com-ubuntu-server-focal", "20_04-lts-gen2", "20.04"),
+)
+#: Real inventories spell the marketplace names both ways; the service must compare them
+#: case-insensitively, so the estate mixes them.
+PUBLISHER_SPELLINGS: tuple[tuple[str, float], ...] = (
+    ("MicrosoftWindowsServer", 0.7),
+    ("microsoftwindowsserver", 0.3),
+)
+OFFER_SPELLINGS: tuple[tuple[str, float], ...] = (("WindowsServer", 0.75), ("windowsserver", 0.25))
+SKU_TITLE_CASE_SHARE = 0.2  # "2022-Datacenter-Azure-Edition-Core"
+
+# Among hotpatch machines (Azure Edition VMs and Flexible members); independent draws.
+HOTPATCH_OFF_SHARE = 0.05  # enableHotpatching false on an eligible image
+WRONG_PATCH_MODE_SHARE = 0.04  # AutomaticByOS or Manual
+DEALLOCATED_SHARE = 0.04
+STOPPED_SHARE = 0.01
+NEVER_ASSESSED_SHARE = 0.05  # no assessment row at all
+STALE_ASSESSMENT_SHARE = 0.06  # latest assessment older than STALE_AFTER
+REBOOT_PENDING_SHARE = 0.03
+NO_OS_VERSION_SHARE = 0.02  # instance view without osVersion (besides deallocated machines)
+#: Of the assessments of machines behind, those that carry no critical/security counts at all.
+MISSING_COUNTS_SHARE = 0.03
+FAILED_ASSESSMENT_SHARE = 0.01
+WARNING_ASSESSMENT_SHARE = 0.02
+#: Of the desktop Azure Edition and custom-image VMs, those with enableHotpatching true anyway:
+#: the image gate must win over the setting.
+HOTPATCH_ON_UNSUPPORTED_IMAGE_SHARE = 0.1
+#: Which catalog build a hotpatch machine runs, relative to the release in force at as_of.
+#: "off_cycle" is behind the current baseline: a build 3-9 months older than it.
+IN_FORCE, ONE_BEHIND, TWO_BEHIND, OFF_CYCLE = "in_force", "one_behind", "two_behind", "off_cycle"
+BUILD_POSITION_SHARES: tuple[tuple[str, float], ...] = (
+    (IN_FORCE, 0.64),
+    (ONE_BEHIND, 0.16),
+    (TWO_BEHIND, 0.12),
+    (OFF_CYCLE, 0.08),
+)
+#: Of the machines in force, those that also took an out-of-band release published since.
+OUT_OF_BAND_SHARE = 0.3
+#: Of the machines behind, those with a recent failed installation attempt.
+FAILED_INSTALL_SHARE = 0.4
+#: Of the machines behind, those whose assessment also counts a missing critical update.
+CRITICAL_MISSING_SHARE = 0.25
+#: `hotpatch-ring` tag values; None = no ring tag.
+RING_TAG = "hotpatch-ring"
+RING_SHARES: tuple[tuple[str | None, float], ...] = (
+    ("0", 0.05),
+    ("1", 0.25),
+    (None, 0.08),
+    ("2", 0.62),
+)
+
+# Azure Arc.
+ARC_WS2025_ENROLLED, ARC_WS2025_NOT_ENROLLED = "ws2025_enrolled", "ws2025_not_enrolled"
+ARC_WS2025_TOO_OLD, ARC_WS2022 = "ws2025_too_old", "ws2022"
+ARC_SHARES: tuple[tuple[str, float], ...] = (
+    (ARC_WS2025_ENROLLED, 0.55),
+    (ARC_WS2025_NOT_ENROLLED, 0.20),
+    (ARC_WS2025_TOO_OLD, 0.08),
+    (ARC_WS2022, 0.17),
+)
+ARC_DISCONNECTED_SHARE = 0.08
+#: A WS2025 build older than the Arc hotpatch minimum (26100.1742); the only build in the
+#: estate that is not from the release catalog, on purpose: it predates the catalog.
+ARC_TOO_OLD_BUILD = "26100.1000"
+
+STALE_AFTER = timedelta(hours=72)
+#: Resource Graph keeps 30 days of installation history.
+INSTALLATION_HISTORY = timedelta(days=30)
+MAX_INSTALLATION_ROWS = 3
+_HISTORY_SECONDS = int(INSTALLATION_HISTORY.total_seconds())
+#: rebootStatus of a successful installation of a release of each kind.
+_REBOOT_AFTER = {
+    MonthKind.BASELINE: "Completed",
+    MonthKind.UNPLANNED_BASELINE: "Completed",
+    MonthKind.HOTPATCH: "NotNeeded",
+}
+FLEXIBLE_SCALE_SET_SIZE = (2, 12)
+
+LOCATIONS: tuple[tuple[str, float], ...] = (
+    ("westeurope", 0.22),
+    ("northeurope", 0.12),
+    ("eastus", 0.16),
+    ("eastus2", 0.1),
+    ("westus2", 0.08),
+    ("centralus", 0.05),
+    ("uksouth", 0.08),
+    ("germanywestcentral", 0.05),
+    ("swedencentral", 0.04),
+    ("southeastasia", 0.05),
+    ("australiaeast", 0.05),
+)
+#: Most machines sit in their resource group's region; the rest anywhere.
+HOME_LOCATION_SHARE = 0.85
+VM_SIZES: tuple[str, ...] = (
+    "Standard_D2s_v5",
+    "Standard_D4s_v5",
+    "Standard_D8s_v5",
+    "Standard_E4s_v5",
+    "Standard_B2ms",
+    "Standard_D4as_v5",
+    "Standard_F4s_v2",
+)
+ENVIRONMENTS: tuple[str, ...] = ("prod", "prod", "prod", "test", "dev")
+OWNERS: tuple[str, ...] = ("platform", "payments", "identity", "data", "web", "erp")
+
+# Resource Graph returns types in lower case.
+VM_TYPE = "microsoft.compute/virtualmachines"
+SCALE_SET_TYPE = "microsoft.compute/virtualmachinescalesets"
+ARC_TYPE = "microsoft.hybridcompute/machines"
+_ASSESSMENT_SUFFIXES = ("/patchassessmentresults", "/patchassessmentresults/softwarepatches")
+_INSTALLATION_SUFFIXES = ("/patchinstallationresults", "/patchinstallationresults/softwarepatches")
+
+_OS_NAMES = {
+    OsFamily.WS2022: "Windows Server 2022 Datacenter Azure Edition",
+    OsFamily.WS2025: "Windows Server 2025 Datacenter Azure Edition",
+}
+_POWER_CODES = {
+    "running": "PowerState/running",
+    "deallocated": "PowerState/deallocated",
+    "stopped": "PowerState/stopped",
+}
+_MSRT_KB = "890830"  # Windows Malicious Software Removal Tool: the same KB every month
+_DEFENDER_KB = "2267602"  # Microsoft Defender security intelligence: the same KB every update
+_HOUR = 3600
+_DAY = 86400
+
+_T = TypeVar("_T")
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EstateSpec:
+    """What to generate. The same spec and catalog always give byte-identical rows."""
+
+    machines: int = 1000
+    subscriptions: int = 4
+    resource_groups_per_subscription: int = 3
+    seed: int = 1
+    #: The instant the estate is observed (timezone-aware); builds and times are relative to it.
+    as_of: datetime = field(kw_only=True)
+    #: Also emit `patchassessmentresults/softwarepatches` rows for machines with missing updates.
+    software_patches: bool = False
+
+    def __post_init__(self) -> None:
+        if self.as_of.tzinfo is None or self.as_of.utcoffset() is None:
+            raise ValueError("as_of must be timezone-aware (UTC)")
+        if self.machines < 0:
+            raise ValueError(f"machines must be 0 or more, got {self.machines}")
+        if self.subscriptions < 1:
+            raise ValueError(f"subscriptions must be 1 or more, got {self.subscriptions}")
+        if self.resource_groups_per_subscription < 1:
+            raise ValueError(
+                "resource_groups_per_subscription must be 1 or more, "
+                f"got {self.resource_groups_per_subscription}"
+            )
+
+
+@dataclass
+class Estate:
+    """Resource Graph rows of the three tables the service queries."""
+
+    resources: list[dict[str, Any]]
+    patchassessmentresources: list[dict[str, Any]]
+    patchinstallationresources: list[dict[str, Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """All rows, the three tables concatenated: the content of a raw export file."""
+        return [*self.resources, *self.patchassessmentresources, *self.patchinstallationresources]
+
+    def machine_ids(self) -> list[str]:
+        """Ids of the machine entries: VMs, Arc machines and Uniform scale sets.
+
+        Flexible scale sets are left out: they are not machines, they only inform their members.
+        """
+        ids: list[str] = []
+        for row in self.resources:
+            row_id, kind = row.get("id"), row.get("type")
+            if not isinstance(row_id, str) or not isinstance(kind, str):
+                continue
+            kind = kind.lower()
+            if kind in (VM_TYPE, ARC_TYPE):
+                ids.append(row_id)
+            elif kind == SCALE_SET_TYPE:
+                properties = row.get("properties")
+                mode = properties.get("orchestrationMode") if isinstance(properties, dict) else None
+                if not isinstance(mode, str) or mode.lower() != "flexible":
+                    ids.append(row_id)
+        return ids
+
+
+def generate_estate(spec: EstateSpec, releases: ReleaseCatalog) -> Estate:
+    """A seeded estate observed at `spec.as_of`; every Windows build comes from `releases`.
+
+    Raises ValueError when `as_of` precedes every release of the catalog.
+    """
+    with collector_paused():
+        return _Generator(spec, releases).run()
+
+
+def split_rows(rows: Iterable[dict[str, Any]]) -> Estate:
+    """Route each row of a raw export to its Resource Graph table by its `type`."""
+    estate = Estate([], [], [])
+    for row in rows:
+        kind = row.get("type")
+        lowered = kind.lower() if isinstance(kind, str) else ""
+        if lowered.endswith(_ASSESSMENT_SUFFIXES):
+            estate.patchassessmentresources.append(row)
+        elif lowered.endswith(_INSTALLATION_SUFFIXES):
+            estate.patchinstallationresources.append(row)
+        else:
+            estate.resources.append(row)
+    return estate
+
+
+def read_export(path: Path) -> Estate:
+    """Read a raw export (see `hotpatch.export.read_rows`) into the sandbox's three tables.
+
+    Raises InputError with a one-line message naming the file when it cannot be used at all;
+    odd fields inside rows are the parser's business, not this function's.
+    """
+    rows = read_rows(path)
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InputError(f"{path}: row {index} is {json_kind(row)}, expected an object")
+    return split_rows(rows)
+
+
+def write_export(estate: Estate, path: Path) -> None:
+    """Write the estate as a raw export file (the REST response shape)."""
+    write_rows(path, estate.rows())
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------
+
+
+class _Mix(Generic[_T]):
+    """A weighted choice driven by one uniform draw (bisect beats random.choices here)."""
+
+    def __init__(self, shares: Sequence[tuple[_T, float]]) -> None:
+        self.values = tuple(value for value, _ in shares)
+        total, running = sum(share for _, share in shares), 0.0
+        self.bounds: list[float] = []
+        for _, share in shares:
+            running += share / total
+            self.bounds.append(running)
+        self.bounds[-1] = 1.0
+
+    def pick(self, draw: float) -> _T:
+        # draw < 1.0 = bounds[-1], so bisect stays inside the list.
+        return self.values[bisect(self.bounds, draw)]
+
+
+def _deal(count: int, shares: Sequence[tuple[str, float]]) -> list[str]:
+    """`count` labels in the given shares exactly (largest remainder), not yet shuffled."""
+    total = sum(share for _, share in shares)
+    exact = [count * share / total for _, share in shares]
+    counts = [int(value) for value in exact]
+    by_remainder = sorted(range(len(shares)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_remainder[: count - sum(counts)]:
+        counts[i] += 1
+    return [label for (label, _), n in zip(shares, counts, strict=True) for _ in range(n)]
+
+
+#: Bits of a GUID that say "version 4, RFC 4122 variant".
+_GUID_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_GUID_SET = (0x4 << 76) | (0x2 << 62)
+
+
+def _title_case(sku: str) -> str:
+    return "-".join(part.capitalize() if part.isalpha() else part for part in sku.split("-"))
+
+
+def _released_at(release: Release) -> int:
+    """When a release became available, in epoch seconds."""
+    if release.out_of_band:
+        # Out-of-band releases have no fixed hour; the Pacific morning is as good as any.
+        return int(datetime.combine(release.date, time(18, 0), tzinfo=UTC).timestamp())
+    return int(release_instant(release.date.year, release.date.month).timestamp())
+
+
+@cache
+def _times_of_day() -> tuple[str, ...]:
+    """The `HH:MM:SSZ` text of every second of a day."""
+    return tuple(
+        f"{h:02d}:{m:02d}:{s:02d}Z" for h in range(24) for m in range(60) for s in range(60)
+    )
+
+
+class _Iso:
+    """ISO-8601 'Z' strings for epoch seconds.
+
+    strftime per timestamp would cost a fifth of the run: dates are cached as they come, and the
+    time of day is looked up in a table of all 86,400 seconds.
+    """
+
+    def __init__(self) -> None:
+        self._days: dict[int, str] = {}
+        self._time_of_day = _times_of_day()
+
+    def __call__(self, seconds: int) -> str:
+        day, rest = divmod(seconds, _DAY)
+        prefix = self._days.get(day)
+        if prefix is None:
+            prefix = datetime.fromtimestamp(day * _DAY, UTC).strftime("%Y-%m-%dT")
+            self._days[day] = prefix
+        return prefix + self._time_of_day[rest]
+
+
+@dataclass(frozen=True)
+class _Track:
+    """One OS's catalog releases as seen at as_of."""
+
+    os: OsFamily
+    #: Patch Tuesday releases up to the one in force (or the newest the catalog has), oldest first.
+    chain: tuple[Release, ...]
+    #: Restart releases of the chain: the builds of machines that take monthly cumulative updates
+    #: (their hotpatch-month builds are not hotpatch builds, and the catalog does not list them).
+    restarts: tuple[Release, ...]
+    positions: dict[str, Release]
+    off_cycle: tuple[Release, ...]
+    #: Out-of-band releases published after the release in force and before as_of.
+    out_of_band: tuple[Release, ...]
+    previous: dict[str, Release | None]
+    #: Image versions (build.yymmdd) a VM could have been created from.
+    image_versions: tuple[str, ...]
+
+    @property
+    def in_force(self) -> Release:
+        return self.positions[IN_FORCE]
+
+
+def _track(
+    os: OsFamily, releases: ReleaseCatalog, calendar: Calendar, as_of: datetime
+) -> _Track | None:
+    slot = calendar.in_force(os, as_of)
+    # The release in force, or (the catalog does not have it yet) the newest one before it.
+    chain = tuple(
+        r
+        for r in releases.releases
+        if r.os is os and not r.out_of_band and r.date <= slot.patch_tuesday
+    )
+    if not chain:
+        return None
+    baseline = calendar.baseline_at_or_before(slot).month
+
+    def age(release: Release) -> int:
+        return baseline - YearMonth(release.date.year, release.date.month)
+
+    off_cycle = tuple(r for r in chain if 3 <= age(r) <= 9) or tuple(r for r in chain if age(r) > 0)
+    as_of_seconds = as_of.timestamp()
+    out_of_band = tuple(
+        r
+        for r in releases.releases
+        if r.os is os
+        and r.out_of_band
+        and r.date > chain[-1].date
+        and _released_at(r) < as_of_seconds
+    )
+    previous: dict[str, Release | None] = {}
+    for index, release in enumerate(chain):
+        previous[release.build] = chain[index - 1] if index else None
+    for release in out_of_band:
+        previous[release.build] = chain[-1]
+    return _Track(
+        os=os,
+        chain=chain,
+        restarts=tuple(r for r in chain if r.kind.restart),
+        positions={
+            IN_FORCE: chain[-1],
+            ONE_BEHIND: chain[max(0, len(chain) - 2)],
+            TWO_BEHIND: chain[max(0, len(chain) - 3)],
+        },
+        off_cycle=off_cycle or chain[:1],
+        out_of_band=out_of_band,
+        previous=previous,
+        image_versions=tuple(f"{r.build}.{r.date:%y%m%d}" for r in chain[-12:]),
+    )
+
+
+@dataclass(frozen=True)
+class _Group:
+    subscription: str
+    resource_group: str
+    location: str
+    #: "/subscriptions/<sub>/resourceGroups/<rg>/providers/"
+    prefix: str
+
+
+@dataclass
+class _Place:
+    group: _Group
+    location: str
+
+
+@dataclass(slots=True)
+class _Target:
+    """A machine its patch rows are written for."""
+
+    id: str
+    place: _Place
+    #: The machine's resource type; patch row types hang off it.
+    base: str
+    linux: bool
+    started_by: str
+
+
+#: (start, status, reboot status, installed, failed) of one installation run.
+_Run = tuple[int, str, str, int, int]
+
+
+@dataclass
+class _FlexibleSet:
+    id: str
+    name: str
+    place: _Place
+    remaining: int
+
+
+class _Generator:
+    """One run: holds the seeded random source and the output lists."""
+
+    def __init__(self, spec: EstateSpec, releases: ReleaseCatalog) -> None:
+        self.spec = spec
+        self.rng = random.Random(spec.seed)
+        self.random = self.rng.random
+        self.getrandbits = self.rng.getrandbits
+        self.iso = _Iso()
+        self.now = int(spec.as_of.timestamp())
+        self.released = {r.build: _released_at(r) for r in releases.releases}
+        calendar = Calendar(releases)
+        tracks = {os: _track(os, releases, calendar, spec.as_of) for os in OsFamily}
+        self.tracks: dict[OsFamily, _Track] = {os: t for os, t in tracks.items() if t is not None}
+        if not self.tracks:
+            raise ValueError(
+                f"as_of {spec.as_of.isoformat()} precedes every release in the catalog"
+            )
+        self.hotpatch_os = _Mix([(os, s) for os, s in HOTPATCH_OS_SHARES if os in self.tracks])
+        self.ws2022 = self.tracks.get(OsFamily.WS2022)
+        self.ws2025 = self.tracks.get(OsFamily.WS2025)
+        self.publisher = _Mix(PUBLISHER_SPELLINGS)
+        self.offer = _Mix(OFFER_SPELLINGS)
+        self.position = _Mix(BUILD_POSITION_SHARES)
+        self.ring = _Mix(RING_SHARES)
+        self.arc_kind = _Mix(ARC_SHARES)
+        self.location = _Mix(LOCATIONS)
+        self.tenant = self.guid()
+        self.resources: list[dict[str, Any]] = []
+        self.assessments: list[dict[str, Any]] = []
+        self.installations: list[dict[str, Any]] = []
+        self.groups = self._groups()
+        self.flexible: _FlexibleSet | None = None
+        self.flexible_count = 0
+        self.digits = max(5, len(str(spec.machines)))
+
+    # -- small draws ---------------------------------------------------------------------------
+
+    def guid(self) -> str:
+        """A version-4-shaped GUID."""
+        # bytes.hex is twice as fast as formatting the integer.
+        h = ((self.getrandbits(128) & _GUID_CLEAR) | _GUID_SET).to_bytes(16).hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    def pick(self, options: Sequence[_T]) -> _T:
+        return options[int(self.random() * len(options))]
+
+    def between(self, low: int, high: int) -> int:
+        """A uniform integer in [low, high)."""
+        return low + int(self.random() * (high - low)) if high > low else low
+
+    def _groups(self) -> list[_Group]:
+        groups = []
+        for _ in range(self.spec.subscriptions):
+            subscription = self.guid()
+            for number in range(1, self.spec.resource_groups_per_subscription + 1):
+                name = f"rg-hp-{number:02d}"
+                groups.append(
+                    _Group(
+                        subscription=subscription,
+                        resource_group=name,
+                        location=self.location.pick(self.random()),
+                        prefix=f"/subscriptions/{subscription}/resourceGroups/{name}/providers/",
+                    )
+                )
+        return groups
+
+    def place(self) -> _Place:
+        group = self.pick(self.groups)
+        if self.random() < HOME_LOCATION_SHARE:
+            return _Place(group, group.location)
+        return _Place(group, self.location.pick(self.random()))
+
+    def tags(self) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        if self.random() < 0.9:
+            tags["env"] = self.pick(ENVIRONMENTS)
+        ring = self.ring.pick(self.random())
+        if ring is not None:
+            tags[RING_TAG] = ring
+        if self.random() < 0.6:
+            tags["owner"] = self.pick(OWNERS)
+        return tags
+
+    def marketplace_image(self, sku: str, track: _Track | None) -> dict[str, Any]:
+        if self.random() < SKU_TITLE_CASE_SHARE:
+            sku = _title_case(sku)
+        image: dict[str, Any] = {
+            "publisher": self.publisher.pick(self.random()),
+            "offer": self.offer.pick(self.random()),
+            "sku": sku,
+            "version": "latest",
+        }
+        if track is not None:
+            exact = self.pick(track.image_versions)
+            image["exactVersion"] = exact
+            if self.random() < 0.1:
+                image["version"] = exact
+        return image
+
+    def restart_build(self, track: _Track | None) -> Release | None:
+        """The build of a machine taking monthly cumulative updates: a restart release."""
+        if track is None or not track.restarts:
+            return None
+        draw, restarts = self.random(), track.restarts
+        if draw < 0.7 or len(restarts) == 1:
+            return restarts[-1]
+        if draw < 0.9 or len(restarts) == 2:
+            return restarts[-2]
+        return self.pick(restarts[:-2])
+
+    def hotpatch_build(self, track: _Track) -> Release:
+        position = self.position.pick(self.random())
+        if position == OFF_CYCLE:
+            return self.pick(track.off_cycle)
+        release = track.positions[position]
+        if position == IN_FORCE and track.out_of_band and self.random() < OUT_OF_BAND_SHARE:
+            release = self.pick(track.out_of_band)
+        return release
+
+    # -- rows ------------------------------------------------------------------------------------
+
+    def row(
+        self,
+        row_id: str,
+        name: str,
+        kind: str,
+        place: _Place,
+        properties: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The columns every table has (Resource Graph's null columns are left out, as a query
+        that projects what the service reads would)."""
+        group = place.group
+        return {
+            "id": row_id,
+            "name": name,
+            "type": kind,
+            "tenantId": self.tenant,
+            "location": place.location,
+            "resourceGroup": group.resource_group,
+            "subscriptionId": group.subscription,
+            "properties": properties,
+        }
+
+    def vm(
+        self,
+        place: _Place,
+        name: str,
+        image: dict[str, Any],
+        os_configuration: dict[str, Any],
+        instance_view: dict[str, Any],
+        *,
+        linux: bool = False,
+        scale_set_id: str | None = None,
+        started_by: str = "Platform",
+    ) -> _Target:
+        # The fields of docs/raw-export.md and no more: at 100,000 machines every nested dict
+        # the service never reads costs generation, loading and export time.
+        vm_id = f"{place.group.prefix}Microsoft.Compute/virtualMachines/{name}"
+        properties: dict[str, Any] = {
+            "vmId": self.guid(),
+            "hardwareProfile": {"vmSize": self.pick(VM_SIZES)},
+            "storageProfile": {
+                "imageReference": image,
+                "osDisk": {
+                    "osType": "Linux" if linux else "Windows",
+                    "name": f"{name}_OsDisk_1",
+                    "createOption": "FromImage",
+                },
+            },
+            "osProfile": {
+                "computerName": name[:15],
+                "linuxConfiguration" if linux else "windowsConfiguration": os_configuration,
+            },
+        }
+        draw = self.random()
+        if draw < 0.65:
+            properties["securityProfile"] = {"securityType": "TrustedLaunch"}
+        elif draw < 0.7:
+            properties["securityProfile"] = {"securityType": "Standard"}
+        if scale_set_id is not None:
+            properties["virtualMachineScaleSet"] = {"id": scale_set_id}
+        properties["provisioningState"] = "Succeeded"
+        properties["extended"] = {"instanceView": instance_view}
+        row = self.row(vm_id, name, VM_TYPE, place, properties)
+        row["tags"] = self.tags()
+        if self.random() < 0.4:
+            row["zones"] = [self.pick(("1", "2", "3"))]
+        self.resources.append(row)
+        return _Target(vm_id, place, VM_TYPE, linux, started_by)
+
+    def instance_view(
+        self, power: str, os_name: str | None, os_version: str | None
+    ) -> dict[str, Any]:
+        view: dict[str, Any] = {"powerState": {"code": _POWER_CODES[power]}}
+        # A deallocated VM has no guest agent to report its OS.
+        if power != "deallocated":
+            if os_name is not None:
+                view["osName"] = os_name
+            if os_version is not None:
+                view["osVersion"] = os_version
+        return view
+
+    def power(self) -> str:
+        draw = self.random()
+        if draw < DEALLOCATED_SHARE:
+            return "deallocated"
+        if draw < DEALLOCATED_SHARE + STOPPED_SHARE:
+            return "stopped"
+        return "running"
+
+    def name(self, prefix: str, index: int) -> str:
+        return f"{prefix}-{index:0{self.digits}d}"
+
+    # -- patch rows -------------------------------------------------------------------------------
+
+    def assessment(
+        self,
+        target: _Target,
+        *,
+        when: int,
+        counts: dict[str, int],
+        reboot_pending: bool,
+        missing: Release | None = None,
+    ) -> None:
+        status = "Succeeded"
+        draw = self.random()
+        if draw < FAILED_ASSESSMENT_SHARE:
+            status = "Failed"
+            counts = dict.fromkeys(counts, 0)
+        elif draw < FAILED_ASSESSMENT_SHARE + WARNING_ASSESSMENT_SHARE:
+            status = "CompletedWithWarnings"
+        linux = target.linux
+        properties: dict[str, Any] = {
+            "status": status,
+            "rebootPending": reboot_pending,
+            "osType": "Linux" if linux else "Windows",
+            "patchServiceUsed": "APT" if linux else "WU",
+            "startedBy": "Platform" if self.random() < 0.9 else "User",
+            "startDateTime": self.iso(when - 60 - int(self.random() * 540)),
+            "lastModifiedDateTime": self.iso(when),
+            "availablePatchCountByClassification": counts,
+        }
+        if status == "Failed":
+            properties["errorDetails"] = {
+                "code": "AssessmentFailed",
+                "message": "Windows Update returned an error while searching for updates.",
+            }
+        assessment_id = f"{target.id}/patchAssessmentResults/latest"
+        kind = f"{target.base}/patchassessmentresults"
+        self.assessments.append(self.row(assessment_id, "latest", kind, target.place, properties))
+        if self.spec.software_patches and not linux and status != "Failed":
+            self.software_patches(target, assessment_id, when, counts, missing)
+
+    def software_patches(
+        self,
+        target: _Target,
+        assessment_id: str,
+        when: int,
+        counts: dict[str, int],
+        missing: Release | None,
+    ) -> None:
+        """0-3 `softwarepatches` rows of what the assessment counted, from catalog KBs only."""
+        offered: list[tuple[str, str, str, str, str, int]] = []
+        if missing is not None:
+            # Cumulative updates supersede each other: only the newest is offered.
+            hotpatch = not missing.kind.restart
+            label = "Security Hotpatch Update" if hotpatch else "Cumulative Update"
+            offered.append(
+                (
+                    missing.kb[2:],
+                    f"{missing.date:%Y-%m} {label} for Microsoft server operating system "
+                    f"({missing.kb})",
+                    "Security",
+                    "NeverReboots" if hotpatch else "CanRequestReboot",
+                    "Critical",
+                    self.released[missing.build],
+                )
+            )
+        if counts.get("updateRollup"):
+            offered.append(
+                (
+                    _MSRT_KB,
+                    f"Windows Malicious Software Removal Tool x64 (KB{_MSRT_KB})",
+                    "UpdateRollUp",
+                    "NeverReboots",
+                    "",
+                    when - 7 * _DAY,
+                )
+            )
+        if counts.get("definition"):
+            offered.append(
+                (
+                    _DEFENDER_KB,
+                    "Security Intelligence Update for Microsoft Defender Antivirus - "
+                    f"KB{_DEFENDER_KB}",
+                    "Definition",
+                    "NeverReboots",
+                    "",
+                    when - _DAY,
+                )
+            )
+        kind = f"{target.base}/patchassessmentresults/softwarepatches"
+        for kb, title, classification, reboot, severity, published in offered[: self.between(0, 4)]:
+            patch_id = self.guid()
+            properties = {
+                "patchId": patch_id,
+                "patchName": title,
+                "kbId": kb,
+                "classifications": [classification],
+                "rebootBehavior": reboot,
+                "msrcSeverity": severity,
+                "publishedDateTime": self.iso(published),
+                "assessmentState": "Available",
+                "lastModifiedDateTime": self.iso(when),
+            }
+            row_id = f"{assessment_id}/softwarePatches/{patch_id}"
+            self.assessments.append(self.row(row_id, patch_id, kind, target.place, properties))
+
+    def installation(self, target: _Target, run: _Run) -> int:
+        """One installation row; returns when the run ended."""
+        start, status, reboot_status, installed, failed = run
+        random = self.random
+        end = min(start + 300 + int(random() * 2700), self.now - 60)
+        activity = self.guid()
+        properties = {
+            "status": status,
+            "rebootStatus": reboot_status,
+            "maintenanceWindowExceeded": status == "Failed" and random() < 0.3,
+            "installedPatchCount": installed,
+            "failedPatchCount": failed,
+            "pendingPatchCount": 0,
+            "excludedPatchCount": 0,
+            "notSelectedPatchCount": int(random() * 3),
+            "startedBy": target.started_by,
+            "startDateTime": self.iso(start),
+            "lastModifiedDateTime": self.iso(end),
+        }
+        row_id = f"{target.id}/patchInstallationResults/{activity}"
+        kind = f"{target.base}/patchinstallationresults"
+        self.installations.append(self.row(row_id, activity, kind, target.place, properties))
+        return end
+
+    def install_history(
+        self,
+        target: _Target,
+        track: _Track,
+        build: Release,
+        *,
+        behind: bool,
+        reboot_pending: bool,
+    ) -> int:
+        """The installation rows of the last 30 days, the newest consistent with `build`.
+
+        The run that brought `build` and the one before it, routine runs that change no build
+        (definitions, the removal tool), and for a machine behind, a failed try at the release it
+        lacks. Returns when the last successful run ended (0 if none is left in the window).
+        """
+        random, released, now = self.random, self.released, self.now
+        window, latest = now - _HISTORY_SECONDS, now - 120
+        runs: list[_Run] = []
+        # Platform patching installs a release within days of it.
+        published = released[build.build]
+        built = published + int(random() * max(0, min(6 * _DAY, latest - published)))
+        if built >= window:
+            reboot = _REBOOT_AFTER[build.kind]
+            runs.append((built, "Succeeded", reboot, 1 + int(random() * 3), 0))
+            previous = track.previous.get(build.build)
+            if previous is not None and random() < 0.8:
+                start = released[previous.build] + int(random() * 6 * _DAY)
+                if start >= window:
+                    reboot = _REBOOT_AFTER[previous.kind]
+                    runs.append((start, "Succeeded", reboot, 1 + int(random() * 3), 0))
+        low = max(window, built + _HOUR)
+        # A machine behind ran fine only before the release it lacks; after it, it would have
+        # taken that release too.
+        lacking = released[track.in_force.build]
+        high = lacking if behind else now - _HOUR
+        if high - low > _HOUR:
+            for _ in range(int(random() * 2.5)):  # 0, 1 or 2 routine runs
+                start = low + int(random() * (high - low))
+                runs.append((start, "Succeeded", "NotNeeded", int(random() * 3), 0))
+        if behind and random() < FAILED_INSTALL_SHARE:
+            start = lacking + int(random() * max(0, min(8 * _DAY, latest - lacking)))
+            if start >= window:
+                installed = int(random() * 2)
+                status = "CompletedWithWarnings" if installed else "Failed"
+                runs.append((start, status, "NotNeeded", installed, 1))
+        runs.sort()
+        del runs[:-MAX_INSTALLATION_ROWS]
+        last_success = 0
+        for number, run in enumerate(runs, start=1):
+            if reboot_pending and number == len(runs) and run[1] == "Succeeded":
+                run = (run[0], run[1], "Required", run[3], run[4])  # noqa: PLW2901
+            end = self.installation(target, run)
+            if run[1] == "Succeeded":
+                last_success = end
+        return last_success
+
+    def assessed_at(self, stale: bool, not_before: int) -> int:
+        if stale:
+            return self.now - self.between(int(STALE_AFTER.total_seconds()) + _HOUR, 21 * _DAY)
+        earliest = max(self.now - _DAY, not_before + 60)
+        return self.between(earliest, self.now - 30) if earliest < self.now - 30 else self.now - 30
+
+    def windows_counts(self, behind: bool) -> dict[str, int]:
+        draw = self.random()
+        return {
+            "critical": 1 if behind and draw < CRITICAL_MISSING_SHARE else 0,
+            "security": 1 if behind else 0,
+            "updateRollup": 1 if self.random() < 0.2 else 0,
+            "featurePack": 0,
+            "servicePack": 0,
+            "definition": 1 if self.random() < 0.3 else 0,
+            "tools": 0,
+            "updates": self.between(0, 3),
+            "other": 0,
+        }
+
+    # -- categories -------------------------------------------------------------------------------
+
+    def hotpatch_machine(
+        self,
+        index: int,
+        place: _Place,
+        *,
+        scale_set: _FlexibleSet | None = None,
+        preview: bool = False,
+    ) -> None:
+        """An Azure Edition VM on a hotpatch SKU (or a preview hotpatch offer)."""
+        os = self.hotpatch_os.pick(self.random())
+        track = self.tracks[os]
+        if preview:
+            offer, sku, preview_os = self.pick(PREVIEW_IMAGES)
+            if preview_os in self.tracks:
+                os, track = preview_os, self.tracks[preview_os]
+            image = self.marketplace_image(sku, track)
+            image["offer"] = offer
+        else:
+            sku = self.pick(HOTPATCH_SKUS[os])
+            image = self.marketplace_image(sku, track)
+        build = self.hotpatch_build(track)
+        if scale_set is not None:
+            name = f"{scale_set.name}_{(index * 2654435761) & 0xFFFFFFFF:08x}"
+        else:
+            name = self.name("vm", index)
+        patch_mode = "AutomaticByPlatform"
+        if self.random() < WRONG_PATCH_MODE_SHARE:
+            patch_mode = self.pick(("AutomaticByOS", "Manual"))
+        hotpatching = self.random() >= HOTPATCH_OFF_SHARE
+        assessment_mode = "AutomaticByPlatform" if self.random() < 0.85 else "ImageDefault"
+        patch_settings: dict[str, Any] = {
+            "patchMode": patch_mode,
+            "enableHotpatching": hotpatching,
+            "assessmentMode": assessment_mode,
+        }
+        if patch_mode == "AutomaticByPlatform":
+            patch_settings["automaticByPlatformSettings"] = {
+                "rebootSetting": "IfRequired" if self.random() < 0.8 else "Never",
+                "bypassPlatformSafetyChecksOnUserSchedule": self.random() < 0.3,
+            }
+        configuration = {
+            "provisionVMAgent": True,
+            "enableAutomaticUpdates": patch_mode != "Manual",
+            "patchSettings": patch_settings,
+        }
+        power = self.power()
+        os_version = None if self.random() < NO_OS_VERSION_SHARE else f"10.0.{build.build}"
+        view = self.instance_view(power, _OS_NAMES[os], os_version)
+        target = self.vm(
+            place,
+            name,
+            image,
+            configuration,
+            view,
+            scale_set_id=scale_set.id if scale_set is not None else None,
+            started_by="Platform" if patch_mode == "AutomaticByPlatform" else "User",
+        )
+        reboot_pending = self.random() < REBOOT_PENDING_SHARE
+        behind = build is not track.in_force and not build.out_of_band
+        last_success = 0
+        # Without the platform patching it, half of these machines were never patched here.
+        if patch_mode == "AutomaticByPlatform" or self.random() < 0.5:
+            last_success = self.install_history(
+                target, track, build, behind=behind, reboot_pending=reboot_pending
+            )
+        if self.random() < NEVER_ASSESSED_SHARE:
+            return
+        # Deallocated machines stop assessing; their latest result is usually old.
+        stale = self.random() < STALE_ASSESSMENT_SHARE or (
+            power == "deallocated" and self.random() < 0.7
+        )
+        counts = self.windows_counts(behind)
+        if behind and self.random() < MISSING_COUNTS_SHARE:
+            del counts["critical"], counts["security"]
+        self.assessment(
+            target,
+            when=self.assessed_at(stale, last_success),
+            counts=counts,
+            reboot_pending=reboot_pending,
+            missing=track.in_force if behind else None,
+        )
+
+    def monthly_windows(
+        self,
+        index: int,
+        place: _Place,
+        image: dict[str, Any],
+        track: _Track | None,
+        os_name: str,
+        *,
+        hotpatching: bool = False,
+    ) -> None:
+        """A Windows VM that takes monthly cumulative updates (not on the hotpatch cycle)."""
+        name = self.name("vm", index)
+        build = self.restart_build(track)
+        patch_mode = self.pick(("AutomaticByOS", "AutomaticByOS", "AutomaticByPlatform", "Manual"))
+        configuration = {
+            "provisionVMAgent": True,
+            "enableAutomaticUpdates": patch_mode != "Manual",
+            "patchSettings": {
+                "patchMode": patch_mode,
+                "enableHotpatching": hotpatching and patch_mode == "AutomaticByPlatform",
+                "assessmentMode": "AutomaticByPlatform" if self.random() < 0.6 else "ImageDefault",
+            },
+        }
+        power = self.power()
+        view = self.instance_view(power, os_name, f"10.0.{build.build}" if build else None)
+        target = self.vm(
+            place,
+            name,
+            image,
+            configuration,
+            view,
+            started_by="Platform" if patch_mode == "AutomaticByPlatform" else "User",
+        )
+        behind = track is not None and build is not None and build is not track.in_force
+        last_success = 0
+        if track is not None and build is not None and self.random() < 0.6:
+            last_success = self.install_history(
+                target, track, build, behind=False, reboot_pending=False
+            )
+        if self.random() < 0.15:
+            return
+        self.assessment(
+            target,
+            when=self.assessed_at(self.random() < 0.1, last_success),
+            counts=self.windows_counts(behind),
+            reboot_pending=self.random() < 0.05,
+            missing=track.in_force if behind and track is not None else None,
+        )
+
+    def desktop_vm(self, index: int, place: _Place) -> None:
+        sku = self.pick(DESKTOP_SKUS)
+        self.monthly_windows(
+            index,
+            place,
+            self.marketplace_image(sku, self.ws2022),
+            self.ws2022,
+            _OS_NAMES[OsFamily.WS2022],
+            hotpatching=self.random() < HOTPATCH_ON_UNSUPPORTED_IMAGE_SHARE,
+        )
+
+    def other_windows_vm(self, index: int, place: _Place) -> None:
+        sku, os, os_name = self.pick(OTHER_WINDOWS_SKUS)
+        track = self.tracks.get(os) if os is not None else None
+        self.monthly_windows(index, place, self.marketplace_image(sku, track), track, os_name)
+
+    def custom_image_vm(self, index: int, place: _Place) -> None:
+        os = self.hotpatch_os.pick(self.random())
+        version = "ws2025" if os is OsFamily.WS2025 else "ws2022"
+        draw = self.random()
+        images = f"{place.group.prefix}Microsoft.Compute/"
+        image: dict[str, Any]
+        if draw < 0.4:
+            image = {"id": f"{images}images/{version}-golden-{self.between(1, 13):02d}"}
+        elif draw < 0.75:
+            image = {
+                "id": f"{images}galleries/gal_platform/images/{version}-azure-edition-core"
+                f"/versions/1.{self.between(0, 12)}.0"
+            }
+        else:
+            image = {
+                "sharedGalleryImageId": f"/SharedGalleries/{self.tenant}-GALSHARED/Images/"
+                f"{version}-hardened/Versions/latest"
+            }
+        self.monthly_windows(
+            index,
+            place,
+            image,
+            self.tracks[os],
+            _OS_NAMES[os],
+            hotpatching=self.random() < HOTPATCH_ON_UNSUPPORTED_IMAGE_SHARE,
+        )
+
+    def linux_vm(self, index: int, place: _Place) -> None:
+        offer, sku, version = self.pick(LINUX_IMAGES)
+        name = self.name("vm", index)
+        image = {"publisher": "Canonical", "offer": offer, "sku": sku, "version": "latest"}
+        patch_mode = "AutomaticByPlatform" if self.random() < 0.5 else "ImageDefault"
+        configuration = {
+            "disablePasswordAuthentication": True,
+            "provisionVMAgent": True,
+            "patchSettings": {"patchMode": patch_mode, "assessmentMode": "AutomaticByPlatform"},
+        }
+        view = self.instance_view(self.power(), "ubuntu", version)
+        target = self.vm(
+            place,
+            name,
+            image,
+            configuration,
+            view,
+            linux=True,
+            started_by="Platform" if patch_mode == "AutomaticByPlatform" else "User",
+        )
+        if self.random() < 0.5:
+            start = self.now - self.between(_HOUR, 25 * _DAY)
+            self.installation(target, (start, "Succeeded", "NotNeeded", self.between(1, 40), 0))
+        if self.random() < 0.15:
+            return
+        self.assessment(
+            target,
+            when=self.assessed_at(self.random() < 0.1, 0),
+            counts={
+                "critical": self.between(0, 2),
+                "security": self.between(0, 6),
+                "other": self.between(0, 20),
+            },
+            reboot_pending=self.random() < 0.05,
+        )
+
+    def scale_set_row(
+        self, place: _Place, name: str, mode: str, capacity: int, image: dict[str, Any] | None
+    ) -> str:
+        scale_set_id = f"{place.group.prefix}Microsoft.Compute/virtualMachineScaleSets/{name}"
+        properties: dict[str, Any] = {
+            "orchestrationMode": mode,
+            "uniqueId": self.guid(),
+            "platformFaultDomainCount": 1 if mode == "Flexible" else 5,
+            "singlePlacementGroup": False,
+        }
+        if mode == "Uniform":
+            properties["upgradePolicy"] = {"mode": self.pick(("Manual", "Automatic", "Rolling"))}
+        if image is not None:
+            properties["virtualMachineProfile"] = {
+                "storageProfile": {
+                    "imageReference": image,
+                    "osDisk": {
+                        "osType": "Windows",
+                        "createOption": "FromImage",
+                        "caching": "ReadWrite",
+                        "managedDisk": {"storageAccountType": "Premium_LRS"},
+                    },
+                },
+                "osProfile": {
+                    "computerNamePrefix": name[:9],
+                    "adminUsername": "azureadmin",
+                    "windowsConfiguration": {
+                        "provisionVMAgent": True,
+                        "enableAutomaticUpdates": True,
+                        "patchSettings": {
+                            "patchMode": "AutomaticByPlatform",
+                            "enableHotpatching": self.random() < 0.7,
+                            "assessmentMode": "AutomaticByPlatform",
+                        },
+                    },
+                },
+            }
+        properties["provisioningState"] = "Succeeded"
+        properties["timeCreated"] = self.iso(self.now - self.between(30 * _DAY, 700 * _DAY))
+        row = self.row(scale_set_id, name, SCALE_SET_TYPE, place, properties)
+        row["tags"] = self.tags()
+        row["sku"] = {"name": self.pick(VM_SIZES), "tier": "Standard", "capacity": capacity}
+        self.resources.append(row)
+        return scale_set_id
+
+    def uniform_scale_set(self, index: int, place: _Place) -> None:
+        os = self.hotpatch_os.pick(self.random())
+        track = self.tracks[os]
+        if self.random() < 0.7:
+            image = self.marketplace_image(self.pick(HOTPATCH_SKUS[os]), track)
+        else:
+            image = self.marketplace_image("2022-datacenter-g2", self.ws2022)
+        self.scale_set_row(place, self.name("vmss", index), "Uniform", self.between(2, 21), image)
+
+    def flexible_member(self, index: int, place: _Place) -> None:
+        scale_set = self.flexible
+        if scale_set is None or scale_set.remaining == 0:
+            self.flexible_count += 1
+            size = self.between(FLEXIBLE_SCALE_SET_SIZE[0], FLEXIBLE_SCALE_SET_SIZE[1] + 1)
+            name = f"vmss-flex-{self.flexible_count:03d}"
+            os = self.hotpatch_os.pick(self.random())
+            image = (
+                self.marketplace_image(self.pick(HOTPATCH_SKUS[os]), self.tracks[os])
+                if self.random() < 0.7
+                else None
+            )
+            scale_set_id = self.scale_set_row(place, name, "Flexible", size, image)
+            scale_set = self.flexible = _FlexibleSet(scale_set_id, name, place, size)
+        scale_set.remaining -= 1
+        self.hotpatch_machine(index, scale_set.place, scale_set=scale_set)
+
+    def arc_machine(self, index: int, place: _Place) -> None:
+        kind = self.arc_kind.pick(self.random())
+        if self.ws2025 is None:
+            kind = ARC_WS2022
+        track = self.ws2025 if kind != ARC_WS2022 else self.ws2022
+        name = self.name("arc", index)
+        machine_id = f"{place.group.prefix}Microsoft.HybridCompute/machines/{name}"
+        datacenter = self.random() < 0.6
+        year = "2022" if kind == ARC_WS2022 else "2025"
+        connected = self.random() >= ARC_DISCONNECTED_SHARE
+        build: Release | None = None
+        behind = False
+        patch_settings: dict[str, Any] = {
+            "assessmentMode": "AutomaticByPlatform",
+            "patchMode": "AutomaticByPlatform",
+        }
+        features: list[dict[str, str]] | None = None
+        if kind == ARC_WS2025_ENROLLED and track is not None:
+            build = self.hotpatch_build(track)
+            behind = build is not track.in_force and not build.out_of_band
+            patch_settings["enableHotpatching"] = True
+            patch_settings["status"] = {"hotpatchEnablementStatus": "Enabled"}
+            features = [{"name": "Hotpatch", "subscriptionStatus": "Enabled"}]
+        elif kind == ARC_WS2025_NOT_ENROLLED:
+            build = self.restart_build(track)
+            variant = self.between(0, 4)
+            if variant == 0:
+                patch_settings["enableHotpatching"] = False
+                patch_settings["status"] = {"hotpatchEnablementStatus": "Disabled"}
+                features = [{"name": "Hotpatch", "subscriptionStatus": "Disabled"}]
+            elif variant == 1:
+                # Licensed, but VBS is off: the agent asks for action.
+                patch_settings["enableHotpatching"] = True
+                patch_settings["status"] = {"hotpatchEnablementStatus": "ActionRequired"}
+                features = [{"name": "Hotpatch", "subscriptionStatus": "Enabled"}]
+            elif variant == 2:
+                patch_settings["enableHotpatching"] = True
+                patch_settings["status"] = {"hotpatchEnablementStatus": "PendingEvaluation"}
+                features = [{"name": "Hotpatch", "subscriptionStatus": "Enabling"}]
+            # variant 3: the Hotpatch feature was never added.
+        elif kind == ARC_WS2025_TOO_OLD:
+            patch_settings["enableHotpatching"] = True
+            patch_settings["status"] = {"hotpatchEnablementStatus": "ActionRequired"}
+            features = [{"name": "Hotpatch", "subscriptionStatus": "Enabled"}]
+        else:
+            build = self.restart_build(track)
+        if kind == ARC_WS2025_TOO_OLD:
+            os_version: str | None = f"10.0.{ARC_TOO_OLD_BUILD}"
+        else:
+            os_version = f"10.0.{build.build}" if build is not None else None
+        properties: dict[str, Any] = {
+            "provisioningState": "Succeeded",
+            "status": "Connected" if connected else "Disconnected",
+            "lastStatusChange": self.iso(
+                self.now
+                - (
+                    self.between(_HOUR, 5 * _DAY)
+                    if connected
+                    else self.between(4 * _DAY, 60 * _DAY)
+                )
+            ),
+            "vmId": self.guid(),
+            "machineFqdn": f"{name}.corp.contoso.com",
+            "osType": "windows",
+            "osName": "windows",
+        }
+        if os_version is not None:
+            properties["osVersion"] = os_version
+        edition = "Datacenter" if datacenter else "Standard"
+        properties["osSku"] = f"Windows Server {year} {edition}"
+        properties["osEdition"] = f"server{edition.lower()}"
+        properties["osProfile"] = {
+            "computerName": name,
+            "windowsConfiguration": {"patchSettings": patch_settings},
+        }
+        if features is not None:
+            properties["licenseProfile"] = {"productProfile": {"productFeatures": features}}
+        properties["cloudMetadata"] = {"provider": self.pick(("N/A", "N/A", "AWS", "GCP"))}
+        row = self.row(machine_id, name, ARC_TYPE, place, properties)
+        row["tags"] = self.tags()
+        row["identity"] = {
+            "type": "SystemAssigned",
+            "principalId": self.guid(),
+            "tenantId": self.tenant,
+        }
+        self.resources.append(row)
+        target = _Target(machine_id, place, ARC_TYPE, False, "Platform")
+        last_success = 0
+        if build is not None and track is not None and connected and self.random() < 0.8:
+            last_success = self.install_history(
+                target, track, build, behind=behind, reboot_pending=False
+            )
+        if self.random() < 0.1:
+            return
+        self.assessment(
+            target,
+            when=self.assessed_at(not connected or self.random() < 0.05, last_success),
+            counts=self.windows_counts(behind or kind != ARC_WS2025_ENROLLED),
+            reboot_pending=self.random() < REBOOT_PENDING_SHARE,
+            missing=track.in_force if behind and track is not None else None,
+        )
+
+    def run(self) -> Estate:
+        categories = _deal(self.spec.machines, CATEGORY_SHARES)
+        self.rng.shuffle(categories)
+        makers: dict[str, Callable[[int, _Place], None]] = {
+            HOTPATCH_VM: self.hotpatch_machine,
+            AZURE_EDITION_DESKTOP: self.desktop_vm,
+            OTHER_WINDOWS: self.other_windows_vm,
+            CUSTOM_IMAGE: self.custom_image_vm,
+            PREVIEW_IMAGE: lambda index, place: self.hotpatch_machine(index, place, preview=True),
+            LINUX: self.linux_vm,
+            FLEXIBLE_MEMBER: self.flexible_member,
+            UNIFORM_SCALE_SET: self.uniform_scale_set,
+            ARC: self.arc_machine,
+        }
+        for index, category in enumerate(categories, start=1):
+            makers[category](index, self.place())
+        return Estate(self.resources, self.assessments, self.installations)
