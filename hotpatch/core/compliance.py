@@ -71,6 +71,9 @@ class Evaluator:
         self.policy = policy
         self.now = now
         self.contexts = {os: self._context(os) for os in OsFamily}
+        self._ring_tag = policy.ring_tag
+        #: An assessment older than this is stale.
+        self._stale_before = now - policy.assessment_max_age
         # Decisions, and the two costly steps inside one, each made once per distinct input.
         self._decisions: dict[tuple[object, ...], Decision] = {}
         self._eligibilities: dict[tuple[object, ...], Eligibility] = {}
@@ -105,24 +108,45 @@ class Evaluator:
             return Verdict(
                 machine, Decision(State.UNKNOWN, Action.INVESTIGATE, (reason,), False, None)
             )
-        restart_required = _install_needs_restart(assessment, installation)
-        verdict_of_eligibility = self._eligibility(machine)
-        facts = (
-            id(verdict_of_eligibility),  # cached, so alive and unique; hashing it deeply is slow
-            machine.kind,
-            machine.power_state,
-            machine.arc_status,
-            machine.os_version,
-            self._assessment_facts(assessment),
-            restart_required,
+        restart_required = installation is not None and _install_needs_restart(
+            assessment, installation
         )
+        verdict_of_eligibility = self._eligibility(machine)
+        # Everything a rule reads, flat (hashing nested tuples is slower); the eligibility by
+        # identity: it is cached, so alive and unique, and hashing it deeply is slow too.
+        if assessment is None:
+            facts: tuple[object, ...] = (
+                id(verdict_of_eligibility),
+                machine.kind,
+                machine.power_state,
+                machine.arc_status,
+                machine.os_version,
+                restart_required,
+            )
+        else:
+            last = assessment.last_modified
+            facts = (
+                id(verdict_of_eligibility),
+                machine.kind,
+                machine.power_state,
+                machine.arc_status,
+                machine.os_version,
+                restart_required,
+                last is None,
+                last is not None and last < self._stale_before,
+                assessment.status,
+                assessment.critical,
+                assessment.security,
+                assessment.reboot_pending,
+            )
         decision = self._decisions.get(facts)
         if decision is None:
             # A verdict depends on these facts alone, and a fleet shares few combinations of
             # them: decide each combination once.
             decision = self._decide(machine, verdict_of_eligibility, assessment, restart_required)
             self._decisions[facts] = decision
-        return Verdict(machine, decision, assessment, machine.tags.get(self.policy.ring_tag))
+        tags = machine.tags
+        return Verdict(machine, decision, assessment, tags.get(self._ring_tag) if tags else None)
 
     def evaluate_all(self, inventory: ParsedInventory) -> list[Verdict]:
         """Every machine of a parsed inventory, joined with its patch summaries."""
@@ -132,19 +156,6 @@ class Evaluator:
                 self.evaluate(machine, assessments.get(machine.id), installations.get(machine.id))
                 for machine in inventory.machines
             ]
-
-    def _assessment_facts(self, assessment: AssessmentSummary | None) -> tuple[object, ...] | None:
-        if assessment is None:
-            return None
-        last = assessment.last_modified
-        return (
-            last is None,
-            last is not None and self.now - last > self.policy.assessment_max_age,
-            assessment.status,
-            assessment.critical,
-            assessment.security,
-            bool(assessment.reboot_pending),
-        )
 
     def _eligibility(self, machine: Machine) -> Eligibility:
         key = _eligibility_facts(machine)
@@ -229,7 +240,7 @@ class Evaluator:
                 Action.ASSESS,
             )
             return
-        if self.now - assessment.last_modified > self.policy.assessment_max_age:
+        if assessment.last_modified < self._stale_before:
             limit = int(self.policy.assessment_max_age.total_seconds() // 3600)
             judged.add(
                 State.ASSESSMENT_DUE,
@@ -354,10 +365,11 @@ def _eligibility_facts(machine: Machine) -> tuple[object, ...]:
 
 
 def _install_needs_restart(
-    assessment: AssessmentSummary | None, installation: InstallationSummary | None
+    assessment: AssessmentSummary | None, installation: InstallationSummary
 ) -> bool:
     """An install said a restart is required, and no assessment has been made since."""
-    if installation is None or (installation.reboot_status or "").casefold() != "required":
+    status = installation.reboot_status
+    if status is None or (status != "Required" and status.casefold() != "required"):
         return False
     if assessment is None or assessment.last_modified is None:
         return True

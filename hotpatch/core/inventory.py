@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     AliasPath,
     BaseModel,
     BeforeValidator,
-    Discriminator,
     Field,
-    Tag,
     TypeAdapter,
     ValidationError,
 )
@@ -81,12 +79,11 @@ class _ResourceRow(Machine):
     subscription_id: str | None = Field(default=None, validation_alias="subscriptionId")
     resource_group: str | None = Field(default=None, validation_alias="resourceGroup")
     location: str | None = None
-    tags: Annotated[dict[str, str], BeforeValidator(lambda v: {} if v is None else v)] = Field(
-        default_factory=dict
-    )
+    tags: dict[str, str] | None = None
 
 
 class _VmRow(_ResourceRow):
+    type: Literal["microsoft.compute/virtualmachines"]
     kind: MachineKind = MachineKind.VM
     os_type: str | None = _at("storageProfile", "osDisk", "osType")
     os_version: str | None = _at("extended", "instanceView", "osVersion")
@@ -110,10 +107,12 @@ class _VmRow(_ResourceRow):
 class _UniformVmRow(_VmRow):
     """An instance of a Uniform scale set (Flexible members are ordinary VM rows)."""
 
+    type: Literal["microsoft.compute/virtualmachinescalesets/virtualmachines"]  # type: ignore[assignment]
     orchestration_mode: str | None = "Uniform"
 
 
 class _ScaleSetRow(_ResourceRow):
+    type: Literal["microsoft.compute/virtualmachinescalesets"]
     kind: MachineKind = MachineKind.SCALE_SET
     orchestration_mode: str | None = _at("orchestrationMode")
     image_publisher: str | None = _at("virtualMachineProfile", *_IMAGE, "publisher")
@@ -123,6 +122,7 @@ class _ScaleSetRow(_ResourceRow):
 
 
 class _ArcRow(_ResourceRow):
+    type: Literal["microsoft.hybridcompute/machines"]
     kind: MachineKind = MachineKind.ARC
     arc_status: str | None = _at("status")
     os_type: str | None = _at("osType")
@@ -152,6 +152,10 @@ def _machine_key(mark: str) -> Any:
 
 
 class _AssessmentRow(AssessmentSummary):
+    type: Literal[
+        "microsoft.compute/virtualmachines/patchassessmentresults",
+        "microsoft.hybridcompute/machines/patchassessmentresults",
+    ]
     #: Read from the row's id: the id of the machine it belongs to, lower-cased.
     machine_id: Annotated[str, _machine_key(ASSESSMENT_MARK)] = Field(validation_alias="id")
     status: str | None = _at("status")
@@ -162,8 +166,11 @@ class _AssessmentRow(AssessmentSummary):
 
 
 class _InstallationRow(InstallationSummary):
+    type: Literal[
+        "microsoft.compute/virtualmachines/patchinstallationresults",
+        "microsoft.hybridcompute/machines/patchinstallationresults",
+    ]
     machine_id: Annotated[str, _machine_key(INSTALLATION_MARK)] = Field(validation_alias="id")
-    status: str | None = _at("status")
     last_modified: UtcDatetime | None = _at("lastModifiedDateTime")
     reboot_status: str | None = _at("rebootStatus")
 
@@ -178,47 +185,13 @@ _MODELS: dict[str, type[BaseModel]] = {
     f"{VM_TYPE}/patchinstallationresults": _InstallationRow,
     f"{ARC_TYPE}/patchinstallationresults": _InstallationRow,
 }
-_TAGS: dict[type[BaseModel], str] = {
-    _VmRow: "vm",
-    _UniformVmRow: "uniform_vm",
-    _ScaleSetRow: "scale_set",
-    _ArcRow: "arc",
-    _AssessmentRow: "assessment",
-    _InstallationRow: "installation",
-}
-_IGNORED = "ignored"
-_BROKEN = "broken"
-
-
-def _route(row: Any) -> str:
-    """The tag of the model a row validates as; unknown tags fall through to the raw row."""
-    if not isinstance(row, dict):
-        return _BROKEN
-    row_type = row.get("type")
-    if not isinstance(row_type, str):
-        return _IGNORED
-    model = _MODELS.get(row_type) or _MODELS.get(row_type.casefold())  # exports may be mixed case
-    if model is None:
-        return _IGNORED  # software patch rows and other resource types
-    properties = row.get("properties")
-    if properties is not None and not isinstance(properties, dict):
-        # A flat model would read every field of a non-object as absent: call it broken.
-        return _BROKEN
-    return _TAGS[model]
-
-
 _Row = Annotated[
-    Annotated[_VmRow, Tag("vm")]
-    | Annotated[_UniformVmRow, Tag("uniform_vm")]
-    | Annotated[_ScaleSetRow, Tag("scale_set")]
-    | Annotated[_ArcRow, Tag("arc")]
-    | Annotated[_AssessmentRow, Tag("assessment")]
-    | Annotated[_InstallationRow, Tag("installation")]
-    | Annotated[Any, Tag(_IGNORED)],
-    Discriminator(_route),
+    _VmRow | _UniformVmRow | _ScaleSetRow | _ArcRow | _AssessmentRow | _InstallationRow,
+    Field(discriminator="type"),
 ]
-#: One pass over every row in pydantic-core; a row that fails comes back raw (the `Any` arm),
-#: so one bad row costs only itself.
+#: One pass over every row in pydantic-core, dispatched on `type` without calling back into
+#: Python. A row that fails (or has a type it does not know, or in another case) comes back
+#: raw through the `Any` arm and takes the slow path alone: one bad row costs only itself.
 _ROWS: TypeAdapter[list[Any]] = TypeAdapter(
     list[Annotated[_Row | Any, Field(union_mode="left_to_right")]]
 )
@@ -243,28 +216,40 @@ def parse_rows(rows: Iterable[Any]) -> ParsedInventory:
 
 def _parse(rows: Iterable[Any]) -> ParsedInventory:
     batch = rows if isinstance(rows, list) else list(rows)
-    machines: list[Machine | MalformedMachine] = []
-    assessments: dict[str, _AssessmentRow] = {}
-    installations: dict[str, _InstallationRow] = {}
+    machines: list[Machine] = []
+    summaries: dict[type[BaseModel], dict[str, Any]] = {_AssessmentRow: {}, _InstallationRow: {}}
     broken: dict[str, str] = {}
     malformed: list[MalformedMachine] = []
     ignored = 0
     for index, result in enumerate(_ROWS.validate_python(batch)):
+        # Dispatch on type(): pydantic models have an ABC metaclass, so isinstance is slow.
         kind = type(result)
-        if kind is _AssessmentRow or kind is _InstallationRow:
-            table = assessments if kind is _AssessmentRow else installations
-            current = table.get(result.machine_id)
-            # Installation history holds many rows per machine: the newest counts.
-            if current is None or _newer(result, current):
-                table[result.machine_id] = result
-        elif kind is _ScaleSetRow and (result.orchestration_mode or "").casefold() != "uniform":
-            ignored += 1  # a Flexible scale set is not a machine: its members are VM rows
-        elif isinstance(result, Machine):
-            machines.append(result)
-        elif _route(result) == _IGNORED:
-            ignored += 1
+        if kind in _ROW_MODELS:
+            properties = batch[index].get("properties")
+            if properties is not None and type(properties) is not dict:
+                # A flat model reads every field of a non-object as absent: call it broken.
+                _explain(batch[index], index, broken, malformed)
+                continue
+            parsed: Any = result
         else:
-            _explain(result, index, broken, malformed)
+            outcome = _slow_path(result, index, broken, malformed)
+            if outcome is _IGNORED:
+                ignored += 1
+                continue
+            if outcome is _BROKEN:
+                continue  # recorded with its reason
+            parsed = outcome
+            kind = type(parsed)
+        table = summaries.get(kind)
+        if table is not None:
+            current = table.get(parsed.machine_id)
+            # Installation history holds many rows per machine: the newest counts.
+            if current is None or _newer(parsed, current):
+                table[parsed.machine_id] = parsed
+        elif kind is _ScaleSetRow and (parsed.orchestration_mode or "").casefold() != "uniform":
+            ignored += 1  # a Flexible scale set is not a machine: its members are VM rows
+        else:
+            machines.append(parsed)
     found: list[Machine | MalformedMachine] = []
     for machine in machines:
         error = broken.pop(machine.id, None)
@@ -277,7 +262,40 @@ def _parse(rows: Iterable[Any]) -> ParsedInventory:
     # Patch rows whose machine is not in the export: reported, not silently dropped.
     for key, error in broken.items():
         found.append(MalformedMachine(key, key.rsplit("/", 1)[-1], error))
-    return ParsedInventory(found, assessments, installations, len(batch), ignored)
+    return ParsedInventory(
+        found, summaries[_AssessmentRow], summaries[_InstallationRow], len(batch), ignored
+    )
+
+
+_IGNORED = "ignored"
+_BROKEN = "broken"
+_ROW_MODELS = frozenset(_MODELS.values())
+
+
+def _slow_path(
+    row: Any, index: int, broken: dict[str, str], malformed: list[MalformedMachine]
+) -> BaseModel | str:
+    """A row the batch did not take: another type, a type in other case, or a bad field.
+
+    Returns the parsed row when only the case of its type was off, `_IGNORED` when it is not a
+    machine or patch summary, or `_BROKEN` once the reason is recorded.
+    """
+    if not isinstance(row, dict):
+        _explain(row, index, broken, malformed)
+        return _BROKEN
+    row_type = row.get("type")
+    model = _MODELS.get(row_type.casefold()) if isinstance(row_type, str) else None
+    if model is None:
+        return _IGNORED  # software patch rows and other resource types
+    properties = row.get("properties")
+    if properties is None or isinstance(properties, dict):
+        try:
+            # Resource Graph answers in lower case; an export edited by hand may not.
+            return model.model_validate({**row, "type": row_type.casefold()})  # type: ignore[union-attr]
+        except ValidationError:
+            pass
+    _explain(row, index, broken, malformed)
+    return _BROKEN
 
 
 def _explain(
@@ -290,7 +308,9 @@ def _explain(
             MalformedMachine(key, key, f"row is a {type(row).__name__}, not an object")
         )
         return
-    model = _MODELS.get(str(row.get("type")).casefold(), _VmRow)
+    row_type = row.get("type")
+    folded = row_type.casefold() if isinstance(row_type, str) else ""
+    model = _MODELS.get(folded, _VmRow)
     what = {_AssessmentRow: "assessment row", _InstallationRow: "installation row"}.get(
         model, "resource row"
     )
@@ -299,7 +319,7 @@ def _explain(
         problem = f"{what}: properties: not an object ({type(properties).__name__})"
     else:
         try:
-            model.model_validate(row)
+            model.model_validate({**row, "type": folded})
             problem = f"{what}: could not be read"  # pragma: no cover - failed in the batch
         except ValidationError as error:
             problem = _first_error(error, what)

@@ -11,12 +11,12 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
-def _as_utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     # Resource Graph writes "Z"; an export edited by hand may drop it. Read such times as UTC.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 Count = Annotated[int, Field(ge=0)]
 
 
@@ -145,7 +145,7 @@ class Machine(Record):
     subscription_id: str | None = None
     resource_group: str | None = None
     location: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] | None = None
     os_type: str | None = None
     #: e.g. "10.0.20348.4711", from Resource Graph's instance view or the Arc agent.
     os_version: str | None = None

@@ -211,3 +211,15 @@ def test_evaluate_never_raises_on_arbitrary_rows(batch: list[Any]) -> None:
         assert verdict.state in State
         if verdict.state is State.UNKNOWN:
             assert verdict.reasons
+
+
+def test_row_types_in_another_case_are_read_all_the_same() -> None:
+    row = vm_row("vm1")
+    row["type"] = "Microsoft.Compute/virtualMachines"
+    assessment = assessment_row(vm_id("vm1"))
+    assessment["type"] = "Microsoft.Compute/virtualMachines/patchAssessmentResults"
+    inventory = parse_rows([row, assessment])
+    (machine,) = inventory.machines
+    assert isinstance(machine, Machine)
+    assert machine.kind is MachineKind.VM
+    assert list(inventory.assessments) == [machine.id]
