@@ -1,0 +1,496 @@
+"""The sandbox's Resource Graph: raw rows in DuckDB tables, KQL run with duckdb-kql, scoped.
+
+Rows are stored exactly as Resource Graph returns them (docs/raw-export.md). The tables live in
+a private schema; a query runs on its thread's own cursor, whose temporary views of the same
+names hold only the rows of the subscriptions in scope, so it cannot see outside its scope
+whatever KQL it contains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import duckdb_kql
+
+from hotpatch.core.bulk import collector_paused
+
+TABLES = ("resources", "patchassessmentresources", "patchinstallationresources")
+
+#: Resource Graph's columns for these tables; the dynamic ones are stored as JSON.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "VARCHAR"),
+    ("name", "VARCHAR"),
+    ("type", "VARCHAR"),
+    ("tenantId", "VARCHAR"),
+    ("kind", "VARCHAR"),
+    ("location", "VARCHAR"),
+    ("resourceGroup", "VARCHAR"),
+    ("subscriptionId", "VARCHAR"),
+    ("managedBy", "VARCHAR"),
+    ("sku", "JSON"),
+    ("plan", "JSON"),
+    ("properties", "JSON"),
+    ("tags", "JSON"),
+    ("identity", "JSON"),
+    ("zones", "JSON"),
+    ("extendedLocation", "JSON"),
+)
+COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+
+_STORE = "store"
+#: Operators a Resource Graph query may start with, meaning "the Resources table".
+_IMPLICIT_TABLE = re.compile(
+    r"^\s*(?:\||where\b|project\b|project-away\b|extend\b|summarize\b|limit\b|take\b|top\b|"
+    r"order\b|sort\b|count\b|distinct\b|mv-expand\b|mvexpand\b|join\b|parse\b)",
+    re.IGNORECASE,
+)
+_MACHINE_TYPES = ("microsoft.compute/virtualmachines", "microsoft.hybridcompute/machines")
+
+_LATEST = "/patchassessmentresults/latest"
+_ARC_TYPE = _MACHINE_TYPES[1]
+_MACHINE_FACTS_SQL = f"""
+SELECT id, lower(type), subscriptionId, resourceGroup, location, tenantId,
+  json_extract_string(properties, '$.extended.instanceView.powerState.code'),
+  CASE WHEN lower(type) = '{_ARC_TYPE}' THEN json_extract_string(properties, '$.status') END,
+  CASE WHEN lower(type) = '{_ARC_TYPE}' THEN json_extract_string(properties, '$.osVersion')
+       ELSE json_extract_string(properties, '$.extended.instanceView.osVersion') END,
+  CASE WHEN lower(type) = '{_ARC_TYPE}' THEN json_extract_string(properties, '$.osType')
+       ELSE json_extract_string(properties, '$.storageProfile.osDisk.osType') END,
+  coalesce(CAST(json_extract(properties,
+      '$.osProfile.windowsConfiguration.patchSettings.enableHotpatching') AS VARCHAR) = 'true',
+      false)
+FROM {_STORE}.resources WHERE lower(type) IN (?, ?)
+"""
+_LATEST_ASSESSMENTS_SQL = f"""
+SELECT id, coalesce(CAST(json_extract(properties, '$.rebootPending') AS VARCHAR) = 'true', false)
+FROM {_STORE}.patchassessmentresources WHERE contains(lower(id), '{_LATEST}')
+"""
+
+#: Resource Graph's column types (`Column.type` in the `table` result format) by DuckDB type.
+_COLUMN_TYPES = {
+    "VARCHAR": "string",
+    "BOOLEAN": "boolean",
+    "JSON": "object",
+    "TIMESTAMP": "datetime",
+    "TIMESTAMP WITH TIME ZONE": "datetime",
+    "DATE": "datetime",
+}
+
+
+class RowSource(Protocol):
+    """Three lists of raw rows; `hotpatch.sandbox.estate.Estate` is one."""
+
+    @property
+    def resources(self) -> Sequence[Mapping[str, Any]]: ...
+
+    @property
+    def patchassessmentresources(self) -> Sequence[Mapping[str, Any]]: ...
+
+    @property
+    def patchinstallationresources(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+@dataclass(slots=True)
+class MachineFacts:
+    """What the patch operations read of a VM or Arc machine, kept in memory.
+
+    `os_version` follows the builds the sandbox's own installs move (the table is updated too).
+    """
+
+    id: str
+    hybrid: bool
+    subscription_id: str | None
+    resource_group: str | None
+    location: str | None
+    tenant_id: str | None
+    power_state: str | None
+    arc_status: str | None
+    os_version: str | None
+    os_type: str | None
+    hotpatch_enabled: bool
+
+    @property
+    def type(self) -> str:
+        return _MACHINE_TYPES[1] if self.hybrid else _MACHINE_TYPES[0]
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Table changes applied together: one transaction per batch of settled operations."""
+
+    deletes: dict[str, list[str]] = field(default_factory=dict)
+    inserts: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
+    #: (resources row id, merge patch for its properties)
+    resource_patches: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            any(self.deletes.values()) or any(self.inserts.values()) or self.resource_patches
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    rows: Mapping[str, int]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """A whole query result, each row already JSON text (an object, or an array for `table`)."""
+
+    columns: tuple[Column, ...]
+    rows: list[str] = field(repr=False)
+
+    @property
+    def has_id(self) -> bool:
+        return any(c.name == "id" for c in self.columns)
+
+
+class QueryError(Exception):
+    """The query cannot run; `kind` says why (parse, unsupported, semantic)."""
+
+    def __init__(
+        self, kind: str, message: str, line: int | None = None, column: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.line = line
+        self.column = column
+
+
+#: How queries spell the tables. Resource Graph takes any case while duckdb-kql follows Kusto's
+#: case-sensitive names when it looks up a table's columns (for join and union); DuckDB itself
+#: resolves every spelling to the same view.
+_SPELLINGS: Mapping[str, tuple[str, ...]] = {
+    "resources": ("resources", "Resources", "RESOURCES"),
+    "patchassessmentresources": (
+        "patchassessmentresources",
+        "PatchAssessmentResources",
+        "patchAssessmentResources",
+        "Patchassessmentresources",
+        "PATCHASSESSMENTRESOURCES",
+    ),
+    "patchinstallationresources": (
+        "patchinstallationresources",
+        "PatchInstallationResources",
+        "patchInstallationResources",
+        "Patchinstallationresources",
+        "PATCHINSTALLATIONRESOURCES",
+    ),
+}
+_SCHEMA: Mapping[str, list[str]] = {
+    spelling: list(COLUMN_NAMES) for spellings in _SPELLINGS.values() for spelling in spellings
+}
+
+
+class GraphStore:
+    """The three tables and the queries over them; safe to use from several threads."""
+
+    def __init__(self) -> None:
+        self._con = duckdb.connect(":memory:")
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._machines: dict[str, MachineFacts] = {}
+        self._latest: dict[str, list[str]] = {}
+        self._reboot_pending: frozenset[str] = frozenset()
+        self._subscriptions: frozenset[str] = frozenset()
+        self._con.execute(f"CREATE SCHEMA {_STORE}")
+        columns = ", ".join(f'"{name}" {kind}' for name, kind in COLUMNS)
+        for table in TABLES:
+            self._con.execute(f"CREATE TABLE {_STORE}.{table} ({columns})")
+
+    def close(self) -> None:
+        with self._lock:
+            for cursor in self._cursors:
+                cursor.close()
+            self._cursors.clear()
+        self._con.close()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        # A DuckDB connection must not be shared between threads; each thread keeps its own
+        # cursor (creating one per statement costs more than many of the statements).
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            with self._lock:
+                cursor = self._con.cursor()
+                self._cursors.append(cursor)
+            cursor.execute("SET TimeZone='UTC'")
+            self._local.cursor = cursor
+        return cursor
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self, source: RowSource) -> LoadReport:
+        """Replace the tables' contents with `source`'s rows.
+
+        Rows go through a temporary NDJSON file and DuckDB's `read_json`, which is three orders
+        of magnitude faster than inserting rows one by one.
+        """
+        # Loading allocates hundreds of thousands of short-lived objects next to a large estate
+        # held by the caller: the cyclic collector would rescan that heap again and again.
+        with collector_paused():
+            return self._load(source)
+
+    def _load(self, source: RowSource) -> LoadReport:
+        started = time.perf_counter()
+        counts: dict[str, int] = {}
+        spec = "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in COLUMNS) + "}"
+        encoder = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+        with tempfile.TemporaryDirectory(prefix="hotpatch-sandbox-") as scratch:
+            for table in TABLES:
+                rows: Sequence[Mapping[str, Any]] = getattr(source, table)
+                path = Path(scratch) / f"{table}.ndjson"
+                # ensure_ascii output: the bytes are the text, no codec pass over 100+ MB.
+                path.write_bytes("\n".join(map(encoder.encode, rows)).encode("ascii"))
+                cursor = self._cursor()
+                cursor.execute(f"DELETE FROM {_STORE}.{table}")
+                if rows:
+                    cursor.execute(
+                        f"INSERT INTO {_STORE}.{table} BY NAME SELECT * FROM read_json(?, "
+                        f"format='newline_delimited', columns={spec}, "
+                        "maximum_object_size=67108864)",
+                        [os.fspath(path)],
+                    )
+                counts[table] = len(rows)
+        self._index_machines()
+        self._index_assessments()
+        self._index_subscriptions()
+        return LoadReport(counts, time.perf_counter() - started)
+
+    def _index_machines(self) -> None:
+        # What the patch operations need of each machine, read once: answering an operation
+        # must not cost a scan of the resources table.
+        rows = self._cursor().execute(_MACHINE_FACTS_SQL, list(_MACHINE_TYPES)).fetchall()
+        self._machines = {
+            str(row[0]).lower(): MachineFacts(
+                id=str(row[0]),
+                hybrid=row[1] == _MACHINE_TYPES[1],
+                subscription_id=row[2],
+                resource_group=row[3],
+                location=row[4],
+                tenant_id=row[5],
+                power_state=row[6],
+                arc_status=row[7],
+                os_version=row[8],
+                os_type=row[9],
+                hotpatch_enabled=bool(row[10]),
+            )
+            for row in rows
+        }
+
+    def _index_assessments(self) -> None:
+        rows = self._cursor().execute(_LATEST_ASSESSMENTS_SQL).fetchall()
+        latest: dict[str, list[str]] = {}
+        pending: set[str] = set()
+        for row_id, reboot_pending in rows:
+            lowered = str(row_id).lower()
+            machine = lowered[: lowered.index(_LATEST)]
+            latest.setdefault(machine, []).append(str(row_id))
+            if reboot_pending and lowered.endswith(_LATEST):
+                pending.add(machine)
+        self._latest = latest
+        self._reboot_pending = frozenset(pending)
+
+    def subscriptions(self) -> frozenset[str]:
+        """Every subscription the tables held a row of when they were loaded, lower case."""
+        return self._subscriptions
+
+    def _index_subscriptions(self) -> None:
+        rows = (
+            self._cursor()
+            .execute(
+                " UNION ".join(
+                    f"SELECT DISTINCT lower(subscriptionId) FROM {_STORE}.{t}" for t in TABLES
+                )
+            )
+            .fetchall()
+        )
+        self._subscriptions = frozenset(str(r[0]) for r in rows if r[0])
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def query(
+        self,
+        kql: str,
+        subscriptions: Collection[str],
+        table_format: bool,
+        now: datetime | None = None,
+    ) -> QueryResult:
+        """Run `kql` over the rows of `subscriptions` only; raises QueryError for bad queries.
+
+        `now` is what `now()` and `ago()` mean in the query (the sandbox's clock).
+        """
+        if _IMPLICIT_TABLE.match(kql):
+            kql = "Resources " + (kql if kql.lstrip().startswith("|") else "| " + kql)
+        try:
+            translated = duckdb_kql.to_sql(
+                kql, schema=dict(_SCHEMA), allow_write=False, query_now=now
+            )
+        except duckdb_kql.KqlSyntaxError as error:
+            span = error.diagnostics[0].span if error.diagnostics else None
+            raise QueryError(
+                "parse",
+                str(error),
+                span.line if span else None,
+                span.column if span else None,
+            ) from error
+        except duckdb_kql.KqlUnsupportedError as error:
+            span = error.span
+            raise QueryError(
+                "unsupported",
+                str(error),
+                span.line if span else None,
+                span.column if span else None,
+            ) from error
+        except duckdb_kql.KqlError as error:
+            raise QueryError("semantic", str(error)) from error
+        if translated.unbound:
+            raise QueryError("semantic", "declared query parameters have no values")
+        parameters = translated.parameters or None
+
+        cursor = self._cursor()
+        scope = ", ".join(_sql_string(s.lower()) for s in sorted(subscriptions)) or "NULL"
+        for table in TABLES:
+            # Temporary views belong to this thread's cursor alone: the scope of one query
+            # never leaks into another's.
+            cursor.execute(
+                f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM {_STORE}.{table} "
+                f"WHERE lower(subscriptionId) IN ({scope})"
+            )
+        try:
+            relation = cursor.sql(str(translated), params=parameters)
+            names, types = relation.columns, [str(t) for t in relation.types]
+            select = _json_rows_sql(names, types, table_format)
+            rows = cursor.execute(
+                f"SELECT {select} FROM ({translated}) AS _q", parameters
+            ).fetchall()
+        except duckdb.Error as error:
+            raise QueryError("semantic", _first_line(str(error))) from error
+        columns = tuple(Column(n, _column_type(t)) for n, t in zip(names, types, strict=True))
+        return QueryResult(columns, [str(r[0]) for r in rows])
+
+    # -- machines, for the patch operations --------------------------------------------------
+
+    def machine(self, candidate: str) -> MachineFacts | None:
+        """The VM or Arc machine whose id is `candidate`, matched case-insensitively."""
+        return self._machines.get(candidate.lower())
+
+    def latest_assessment_ids(self, machine: MachineFacts) -> list[str]:
+        """Ids of the machine's `patchassessmentresults/latest` row and its softwarePatches."""
+        return list(self._latest.get(machine.id.lower(), ()))
+
+    def loaded_reboot_pending(self, machine: MachineFacts) -> bool:
+        """Whether the loaded data's latest assessment of the machine says a reboot pends."""
+        return machine.id.lower() in self._reboot_pending
+
+    def write(self, batch: WriteBatch) -> None:
+        """Apply the batch in one transaction: deletes, then inserts, then property patches."""
+        if batch.empty:
+            return
+        cursor = self._cursor()
+        names = ", ".join(f'"{n}"' for n in COLUMN_NAMES)
+        marks = "(" + ", ".join("?::JSON" if k == "JSON" else "?" for _, k in COLUMNS) + ")"
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            for table, ids in batch.deletes.items():
+                if ids:
+                    places = ", ".join("?" for _ in ids)
+                    cursor.execute(
+                        f"DELETE FROM {_STORE}.{_table(table)} WHERE id IN ({places})", ids
+                    )
+            for table, rows in batch.inserts.items():
+                if rows:
+                    values: list[Any] = []
+                    for row in rows:
+                        values.extend(
+                            json.dumps(row.get(n)) if k == "JSON" else row.get(n)
+                            for n, k in COLUMNS
+                        )
+                    cursor.execute(
+                        f"INSERT INTO {_STORE}.{_table(table)} ({names}) VALUES "
+                        + ", ".join(marks for _ in rows),
+                        values,
+                    )
+            for row_id, patch in batch.resource_patches:
+                cursor.execute(
+                    f"UPDATE {_STORE}.resources SET properties = "
+                    "json_merge_patch(coalesce(properties, '{}'::JSON), ?::JSON) WHERE id = ?",
+                    [json.dumps(patch), row_id],
+                )
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+
+    def remember_assessment(self, machine: MachineFacts, row_ids: list[str]) -> None:
+        """Record the ids now holding the machine's latest assessment (after a write)."""
+        self._latest[machine.id.lower()] = row_ids
+
+    def count(self, table: str) -> int:
+        found = self._cursor().execute(f"SELECT count(*) FROM {_STORE}.{_table(table)}").fetchone()
+        return int(found[0]) if found else 0
+
+
+def _table(name: str) -> str:
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}")
+    return name
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _value_sql(name: str, kind: str) -> str:
+    column = _sql_name(name)
+    if kind.startswith("TIMESTAMP") or kind == "DATE":
+        # Resource Graph writes datetimes as ISO 8601 in UTC with a Z.
+        return f"strftime(CAST({column} AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%fZ')"
+    return column
+
+
+def _json_rows_sql(names: Sequence[str], kinds: Sequence[str], table_format: bool) -> str:
+    """A select list that renders each row as JSON text inside DuckDB (no Python per cell)."""
+    values = [_value_sql(n, k) for n, k in zip(names, kinds, strict=True)]
+    if table_format:
+        return f"CAST(json_array({', '.join(values)}) AS VARCHAR)" if values else "'[]'"
+    pairs = ", ".join(f"{_sql_string(n)}, {v}" for n, v in zip(names, values, strict=True))
+    return f"CAST(json_object({pairs}) AS VARCHAR)" if pairs else "'{}'"
+
+
+def _column_type(kind: str) -> str:
+    if kind in _COLUMN_TYPES:
+        return _COLUMN_TYPES[kind]
+    if any(word in kind for word in ("INT", "HUGEINT")):
+        return "integer"
+    if any(word in kind for word in ("DOUBLE", "FLOAT", "DECIMAL", "REAL")):
+        return "number"
+    return "object" if kind.endswith("[]") or kind.startswith("STRUCT") else "string"
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else message
