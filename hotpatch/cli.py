@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,6 +32,10 @@ from hotpatch.settings import Settings
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+
+
+class UsageError(HotpatchError):
+    """Options that do not fit together."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,7 +105,66 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--limit", type=int, default=25, help="machines listed in the table (default 25)"
     )
+
+    sweep = commands.add_parser(
+        "sweep", help="inventory every machine in scope and judge it (Azure or the sandbox)"
+    )
+    where = sweep.add_mutually_exclusive_group()
+    where.add_argument(
+        "--sandbox", action="store_true", help="against an in-process sandbox estate"
+    )
+    where.add_argument("--sandbox-url", help="against a running sandbox (hotpatch sandbox serve)")
+    sweep.add_argument("--sandbox-ca", type=Path, help="the running sandbox's CA certificate")
+    _estate_options(sweep)
+    sweep.add_argument(
+        "--now",
+        type=_moment,
+        help="judge as of this instant (default: the clock; for "
+        "--sandbox, the estate's as-of time)",
+    )
+    sweep.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    sweep.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("hotpatch-reports"),
+        help="where the full JSON report is written (default ./hotpatch-reports)",
+    )
+    sweep.add_argument("--limit", type=int, default=15, help="machines listed in the table")
+
+    sandbox = commands.add_parser("sandbox", help="the local Azure-compatible sandbox")
+    sandbox_commands = sandbox.add_subparsers(
+        dest="sandbox_command", required=True, parser_class=_Parser
+    )
+    serve = sandbox_commands.add_parser("serve", help="serve an estate over HTTPS until Ctrl-C")
+    _estate_options(serve)
+    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    serve.add_argument("--state-dir", type=Path, help="where the CA certificate is written")
+    serve.add_argument(
+        "--no-quota", action="store_true", help="switch off the Resource Graph quota"
+    )
+    export = sandbox_commands.add_parser("export", help="write a generated estate as a raw export")
+    _estate_options(export)
+    export.add_argument("--output", type=Path, required=True)
     return parser
+
+
+def _estate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--machines", type=_positive, default=2000, help="estate size (default 2000)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="estate seed (default 1)")
+    parser.add_argument(
+        "--subscriptions", type=_positive, default=4, help="estate subscriptions (default 4)"
+    )
+    parser.add_argument(
+        "--as-of",
+        type=_moment,
+        help="the instant the estate is observed (default: a week after the newest release "
+        "in the catalog)",
+    )
+    parser.add_argument(
+        "--import", dest="import_file", type=Path, help="serve this raw export instead"
+    )
 
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
@@ -114,6 +178,10 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             return _calendar(args, rules, console)
         if args.command == "check-image":
             return _check_image(args, rules, console)
+        if args.command == "sweep":
+            return _sweep(args, settings, rules, console)
+        if args.command == "sandbox":
+            return _sandbox(args, rules, console)
         return _evaluate(args, rules, console)
     except HotpatchError as error:
         print(f"hotpatch: error: {error}", file=sys.stderr)
@@ -178,6 +246,157 @@ def _evaluate(args: argparse.Namespace, rules: Rules, console: Console) -> int:
         console.print(f"wrote {len(result.verdicts)} machines to {args.output}")
     else:
         sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _sweep(args: argparse.Namespace, settings: Settings, rules: Rules, console: Console) -> int:
+    from hotpatch.azure.resource_graph import Inventory, ResourceGraphInventory, Scope
+
+    if args.sandbox:
+        from hotpatch.sandbox.session import (
+            default_as_of,
+            running_sandbox,
+            sandbox_estate,
+            sandbox_inventory,
+        )
+
+        as_of = args.as_of or default_as_of(rules.releases)
+        with console.status(f"generating a {args.machines:,}-machine estate…"):
+            estate = sandbox_estate(
+                rules.releases,
+                machines=args.machines,
+                seed=args.seed,
+                as_of=as_of,
+                subscriptions=args.subscriptions,
+                export=args.import_file,
+            )
+        with running_sandbox(estate) as sandbox:
+            console.print(f"sandbox: {sandbox.base_url} (CA {sandbox.ca_path})", style="dim")
+            return _run_sweep(
+                args,
+                sandbox_inventory(sandbox),
+                Scope(),
+                rules,
+                now=args.now or as_of,
+                console=console,
+            )
+    inventory: Inventory
+    if args.sandbox_url:
+        from hotpatch.azure.credentials import StaticTokenCredential
+        from hotpatch.azure.resource_graph import resource_graph_client
+
+        if args.sandbox_ca is None:
+            raise UsageError("--sandbox-url needs --sandbox-ca (the path serve printed)")
+        client = resource_graph_client(
+            StaticTokenCredential(),
+            base_url=args.sandbox_url,
+            connection_verify=str(args.sandbox_ca),
+        )
+    else:
+        from hotpatch.azure.credentials import azure_credential
+        from hotpatch.azure.resource_graph import resource_graph_client
+
+        client = resource_graph_client(azure_credential(settings.managed_identity_client_id))
+    inventory = ResourceGraphInventory(client)
+    scope = Scope(settings.subscriptions, settings.management_groups)
+    return _run_sweep(
+        args, inventory, scope, rules, now=args.now or datetime.now(UTC), console=console
+    )
+
+
+def _run_sweep(
+    args: argparse.Namespace,
+    inventory: Any,
+    scope: Any,
+    rules: Rules,
+    *,
+    now: datetime,
+    console: Console,
+) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hotpatch.azure.resource_graph import InventoryProgress
+    from hotpatch.service import sweep
+
+    progress = Progress(
+        TextColumn("inventory of {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} rows, page {task.fields[pages]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task(scope.describe(), total=None, pages=0)
+
+        def on_progress(update: InventoryProgress) -> None:
+            progress.update(
+                task, completed=update.rows, total=update.total_records, pages=update.pages
+            )
+
+        result = sweep(inventory, scope, rules, now=now, on_progress=on_progress)
+    evaluation = result.evaluation
+    document = report_json(evaluation.verdicts, evaluation.summary, now, sweep=result.summary())
+    args.report_dir.mkdir(parents=True, exist_ok=True)
+    report = args.report_dir / f"sweep-{now:%Y%m%dT%H%M%SZ}.json"
+    report.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    if args.format == "json":
+        sys.stdout.write(json.dumps(document, indent=1) + "\n")
+        return EXIT_OK
+    if args.format == "csv":
+        sys.stdout.write(report_csv(evaluation.verdicts))
+        return EXIT_OK
+    print_summary(
+        console,
+        evaluation.summary,
+        evaluation.verdicts,
+        args.limit,
+        f"Compliance of {result.scope} at {now:%Y-%m-%d %H:%M}Z",
+    )
+    stats = result.inventory
+    retries = ", ".join(f"{n} {kind}" for kind, n in sorted(stats.retries.items())) or "none"
+    console.print(
+        f"Swept {evaluation.summary.total:,} machines in {result.seconds:.1f} s: "
+        f"{stats.pages} page(s), {stats.requests} request(s), retries: {retries}, "
+        f"quota waits: {stats.quota_waits} ({stats.quota_wait_seconds:.1f} s)"
+    )
+    if stats.skipped_scopes:
+        console.print(f"[yellow]Skipped (not readable): {', '.join(stats.skipped_scopes)}[/]")
+    console.print(f"Full report: {report}")
+    return EXIT_OK
+
+
+def _sandbox(args: argparse.Namespace, rules: Rules, console: Console) -> int:
+    from hotpatch.export import write_rows
+    from hotpatch.sandbox.session import default_as_of, sandbox_estate
+
+    as_of = args.as_of or default_as_of(rules.releases)
+    estate = sandbox_estate(
+        rules.releases,
+        machines=args.machines,
+        seed=args.seed,
+        as_of=as_of,
+        subscriptions=args.subscriptions,
+        export=args.import_file,
+    )
+    if args.sandbox_command == "export":
+        write_rows(args.output, estate.rows())
+        console.print(
+            f"wrote {len(estate.machine_ids()):,} machines ({len(estate.rows()):,} rows, "
+            f"as of {as_of:%Y-%m-%dT%H:%MZ}) to {args.output}"
+        )
+        return EXIT_OK
+    from hotpatch.sandbox.server import SandboxConfig, serve_forever
+
+    config = SandboxConfig(port=args.port, state_dir=args.state_dir)
+    if args.no_quota:
+        config = replace(config, graph_quota=None)
+    console.print(
+        f"serving {len(estate.machine_ids()):,} machines as of {as_of:%Y-%m-%dT%H:%MZ}; "
+        "sweep it with: hotpatch sweep --sandbox-url URL --sandbox-ca CA --now "
+        f"{as_of:%Y-%m-%dT%H:%MZ}"
+    )
+    serve_forever(config, estate)
     return EXIT_OK
 
 

@@ -17,3 +17,23 @@ class DataFileError(ConfigurationError):
 
 class InputError(HotpatchError):
     """An input file (an inventory export) cannot be read at all."""
+
+
+class AzureError(HotpatchError):
+    """Azure answered, or failed to answer, in a way the operation cannot recover from."""
+
+
+class AzureAccessError(AzureError):
+    """401/403: the identity is not signed in, or may not read (or act on) the scope."""
+
+
+class ThrottledError(AzureError):
+    """Still throttled (429) after every retry the policy allows."""
+
+
+class QueryRejectedError(AzureError):
+    """Resource Graph refused the query (400); the message is Resource Graph's own."""
+
+
+class AzureUnavailableError(AzureError):
+    """Server errors or dropped connections outlasted the retries."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from hotpatch.azure.resource_graph import Inventory, InventoryStats, ProgressCallback, Scope
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.compliance import Evaluator, Summary, summarize
 from hotpatch.core.images import ImageCatalog
@@ -54,3 +56,37 @@ def evaluate_rows(rows: Iterable[Any], rules: Rules, now: datetime) -> Evaluatio
     evaluator = Evaluator(rules.images, rules.calendar, rules.policy, now)
     verdicts = evaluator.evaluate_all(inventory)
     return Evaluation(now, verdicts, summarize(verdicts), inventory.rows, inventory.ignored)
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """A sweep: inventory, then evaluation; what it found and what it cost."""
+
+    scope: str
+    evaluation: Evaluation
+    inventory: InventoryStats
+    seconds: float
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "scope": self.scope,
+            "machines": self.evaluation.summary.total,
+            "seconds": round(self.seconds, 3),
+            "inventory": self.inventory.as_dict(),
+        }
+
+
+def sweep(
+    inventory: Inventory,
+    scope: Scope,
+    rules: Rules,
+    *,
+    now: datetime,
+    on_progress: ProgressCallback | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Sweep:
+    """Inventory every machine in scope, then judge each one as of `now`."""
+    started = monotonic()
+    snapshot = inventory.list_machines(scope, on_progress)
+    evaluation = evaluate_rows(snapshot.rows, rules, now)
+    return Sweep(scope.describe(), evaluation, snapshot.stats, monotonic() - started)

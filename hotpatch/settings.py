@@ -7,7 +7,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hotpatch.core.calendar import MonthOverride, YearMonth
 from hotpatch.core.models import MonthKind, OsFamily
@@ -48,6 +55,29 @@ class Settings(BaseModel):
         description="operator month kinds: 'ws2022:2026-08=unplanned_baseline,2026-09=baseline'",
     )
 
+    subscriptions: tuple[str, ...] = Field(
+        default=(), description="subscription ids to sweep, comma-separated (default: tenant)"
+    )
+    management_groups: tuple[str, ...] = Field(
+        default=(), description="management group names to sweep, comma-separated"
+    )
+    managed_identity_client_id: str | None = Field(
+        default=None, description="client id of a user-assigned managed identity"
+    )
+
+    @field_validator("subscriptions", "management_groups", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_scope(self) -> Settings:
+        if self.subscriptions and self.management_groups:
+            raise ValueError("set HOTPATCH_SUBSCRIPTIONS or HOTPATCH_MANAGEMENT_GROUPS, not both")
+        return self
+
     @field_validator("month_overrides", mode="before")
     @classmethod
     def _parse_overrides(cls, value: Any) -> Any:
@@ -70,7 +100,10 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as error:
             problems = [
-                f"{PREFIX}{str(item['loc'][0]).upper()}: {item['msg']}" for item in error.errors()
+                f"{PREFIX}{str(item['loc'][0]).upper()}: {item['msg']}"
+                if item["loc"]
+                else item["msg"].removeprefix("Value error, ")
+                for item in error.errors()
             ]
             raise ConfigurationError("; ".join(problems)) from error
 

@@ -78,3 +78,13 @@ def test_every_setting_appears_in_local_settings_example() -> None:
 def test_the_example_values_are_valid_settings() -> None:
     example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
     assert Settings.from_env(example) == Settings.from_env({})
+
+
+def test_scopes_are_comma_separated_lists() -> None:
+    settings = Settings.from_env({"HOTPATCH_SUBSCRIPTIONS": "a, b,,c"})
+    assert settings.subscriptions == ("a", "b", "c")
+
+
+def test_subscriptions_and_management_groups_together_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="not both"):
+        Settings.from_env({"HOTPATCH_SUBSCRIPTIONS": "a", "HOTPATCH_MANAGEMENT_GROUPS": "m"})

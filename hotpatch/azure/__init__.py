@@ -1,0 +1,1 @@
+"""Adapters that talk to Azure: Resource Graph inventory, Compute patch operations, credentials."""
