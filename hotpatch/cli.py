@@ -253,23 +253,10 @@ def _sweep(args: argparse.Namespace, settings: Settings, rules: Rules, console: 
     from hotpatch.azure.resource_graph import Inventory, ResourceGraphInventory, Scope
 
     if args.sandbox:
-        from hotpatch.sandbox.session import (
-            default_as_of,
-            running_sandbox,
-            sandbox_estate,
-            sandbox_inventory,
-        )
+        from hotpatch.sandbox.session import running_sandbox, sandbox_inventory
 
-        as_of = args.as_of or default_as_of(rules.releases)
         with console.status(f"generating a {args.machines:,}-machine estate…"):
-            estate = sandbox_estate(
-                rules.releases,
-                machines=args.machines,
-                seed=args.seed,
-                as_of=as_of,
-                subscriptions=args.subscriptions,
-                export=args.import_file,
-            )
+            as_of, estate = _estate(args, rules)
         with running_sandbox(estate) as sandbox:
             console.print(f"sandbox: {sandbox.base_url} (CA {sandbox.ca_path})", style="dim")
             return _run_sweep(
@@ -366,8 +353,8 @@ def _run_sweep(
     return EXIT_OK
 
 
-def _sandbox(args: argparse.Namespace, rules: Rules, console: Console) -> int:
-    from hotpatch.export import write_rows
+def _estate(args: argparse.Namespace, rules: Rules) -> tuple[datetime, Any]:
+    """The estate the --machines/--seed/--as-of/--import options describe, and its as-of."""
     from hotpatch.sandbox.session import default_as_of, sandbox_estate
 
     as_of = args.as_of or default_as_of(rules.releases)
@@ -379,6 +366,13 @@ def _sandbox(args: argparse.Namespace, rules: Rules, console: Console) -> int:
         subscriptions=args.subscriptions,
         export=args.import_file,
     )
+    return as_of, estate
+
+
+def _sandbox(args: argparse.Namespace, rules: Rules, console: Console) -> int:
+    from hotpatch.export import write_rows
+
+    as_of, estate = _estate(args, rules)
     if args.sandbox_command == "export":
         write_rows(args.output, estate.rows())
         console.print(

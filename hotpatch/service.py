@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from hotpatch.azure.resource_graph import Inventory, InventoryStats, ProgressCallback, Scope
+from hotpatch.azure.resource_graph import (
+    Inventory,
+    InventoryProgress,
+    InventoryStats,
+    ProgressCallback,
+    Scope,
+)
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.compliance import Evaluator, Summary, summarize
 from hotpatch.core.images import ImageCatalog
@@ -85,8 +91,21 @@ def sweep(
     on_progress: ProgressCallback | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> Sweep:
-    """Inventory every machine in scope, then judge each one as of `now`."""
+    """Inventory every machine in scope and judge each one as of `now`.
+
+    Pages are judged as they arrive: the work fits in the waits for the Resource Graph quota.
+    """
     started = monotonic()
-    snapshot = inventory.list_machines(scope, on_progress)
-    evaluation = evaluate_rows(snapshot.rows, rules, now)
-    return Sweep(scope.describe(), evaluation, snapshot.stats, monotonic() - started)
+    evaluator = Evaluator(rules.images, rules.calendar, rules.policy, now)
+    stats = InventoryStats()
+    verdicts: list[Verdict] = []
+    rows = ignored = 0
+    for page in inventory.pages(scope, stats):
+        parsed = parse_rows(page)
+        verdicts.extend(evaluator.evaluate_all(parsed))
+        rows += parsed.rows
+        ignored += parsed.ignored
+        if on_progress is not None:
+            on_progress(InventoryProgress(stats.pages, stats.rows, stats.total_records))
+    evaluation = Evaluation(now, verdicts, summarize(verdicts), rows, ignored)
+    return Sweep(scope.describe(), evaluation, stats, monotonic() - started)

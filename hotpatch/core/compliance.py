@@ -112,26 +112,19 @@ class Evaluator:
             assessment, installation
         )
         verdict_of_eligibility = self._eligibility(machine)
-        # Everything a rule reads, flat (hashing nested tuples is slower); the eligibility by
-        # identity: it is cached, so alive and unique, and hashing it deeply is slow too.
-        if assessment is None:
-            facts: tuple[object, ...] = (
-                id(verdict_of_eligibility),
-                machine.kind,
-                machine.power_state,
-                machine.arc_status,
-                machine.os_version,
-                restart_required,
-            )
-        else:
+        # Everything a rule reads; the eligibility by identity: it is cached, so alive and
+        # unique, and hashing it deeply would be slow.
+        facts: tuple[object, ...] = (
+            id(verdict_of_eligibility),
+            machine.kind,
+            machine.power_state,
+            machine.arc_status,
+            machine.os_version,
+            restart_required,
+        )
+        if assessment is not None:
             last = assessment.last_modified
-            facts = (
-                id(verdict_of_eligibility),
-                machine.kind,
-                machine.power_state,
-                machine.arc_status,
-                machine.os_version,
-                restart_required,
+            facts += (
                 last is None,
                 last is not None and last < self._stale_before,
                 assessment.status,

@@ -15,9 +15,11 @@ from hotpatch.azure.resource_graph import (
     InMemoryInventory,
     Inventory,
     InventoryProgress,
+    InventoryStats,
     ResourceGraphInventory,
     RetryPolicy,
     Scope,
+    list_machines,
     resource_graph_client,
 )
 from hotpatch.core.inventory import parse_rows
@@ -68,7 +70,7 @@ class TestContract:
     """What callers may rely on, whichever inventory they hold."""
 
     def test_every_machine_in_scope_comes_back_once(self, inventory: Inventory) -> None:
-        snapshot = inventory.list_machines(Scope())
+        snapshot = list_machines(inventory, Scope())
         expected = {machine_id.casefold() for machine_id in ESTATE.machine_ids()}
         parsed = parse_rows(snapshot.rows)
         ids = [m.id for m in parsed.machines]
@@ -77,12 +79,12 @@ class TestContract:
 
     def test_machines_arrive_with_their_latest_patch_summaries(self, inventory: Inventory) -> None:
         expected = parse_rows(ESTATE.rows())
-        got = parse_rows(inventory.list_machines(Scope()).rows)
+        got = parse_rows(list_machines(inventory, Scope()).rows)
         assert dict(got.assessments).keys() == dict(expected.assessments).keys()
         assert {k: v.last_modified for k, v in got.installations.items()} == {
             k: v.last_modified for k, v in expected.installations.items()
         }
-        assert machines_of(inventory.list_machines(Scope()).rows) == {
+        assert machines_of(list_machines(inventory, Scope()).rows) == {
             m.id: m for m in expected.machines if isinstance(m, Machine)
         }
 
@@ -90,16 +92,27 @@ class TestContract:
         self, inventory: Inventory
     ) -> None:
         subscription = str(ESTATE.resources[0]["subscriptionId"])
-        rows = inventory.list_machines(Scope(subscriptions=(subscription,))).rows
+        rows = list_machines(inventory, Scope(subscriptions=(subscription,))).rows
         machines = machines_of(rows)
         assert machines
         assert {m.subscription_id for m in machines.values()} == {subscription}
 
     def test_progress_is_reported_page_by_page(self, inventory: Inventory) -> None:
         seen: list[InventoryProgress] = []
-        snapshot = inventory.list_machines(Scope(), seen.append)
+        snapshot = list_machines(inventory, Scope(), seen.append)
         assert [p.pages for p in seen] == list(range(1, snapshot.stats.pages + 1))
         assert [p.rows for p in seen] == sorted(p.rows for p in seen)
+
+    def test_a_machines_rows_never_straddle_two_pages(self, inventory: Inventory) -> None:
+        stats = InventoryStats()
+        seen: dict[str, int] = {}
+        for number, page in enumerate(inventory.pages(Scope(), stats)):
+            parsed = parse_rows(page)
+            for machine in parsed.machines:
+                assert seen.setdefault(machine.id, number) == number
+            # Every patch summary on the page belongs to a machine on the same page.
+            assert set(parsed.assessments) <= {m.id for m in parsed.machines}
+        assert stats.pages >= 2
 
 
 def test_subscriptions_go_in_batches_of_at_most_1000() -> None:
