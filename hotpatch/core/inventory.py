@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     AliasPath,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     Field,
@@ -30,7 +31,6 @@ from hotpatch.core.models import (
     Machine,
     MachineKind,
     MalformedMachine,
-    UtcDatetime,
 )
 
 VM_TYPE = "microsoft.compute/virtualmachines"
@@ -77,8 +77,6 @@ class _ResourceRow(Machine):
     id: ResourceId
     name: str = ""
     subscription_id: str | None = Field(default=None, validation_alias="subscriptionId")
-    resource_group: str | None = Field(default=None, validation_alias="resourceGroup")
-    location: str | None = None
     tags: dict[str, str] | None = None
 
 
@@ -97,11 +95,7 @@ class _VmRow(_ResourceRow):
     community_gallery_image_id: str | None = _at(*_IMAGE, "communityGalleryImageId")
     patch_mode: str | None = _at(*_PATCH, "patchMode")
     enable_hotpatching: bool | None = _at(*_PATCH, "enableHotpatching")
-    assessment_mode: str | None = _at(*_PATCH, "assessmentMode")
-    reboot_setting: str | None = _at(*_PATCH, "automaticByPlatformSettings", "rebootSetting")
     provision_vm_agent: bool | None = _at("osProfile", "windowsConfiguration", "provisionVMAgent")
-    security_type: str | None = _at("securityProfile", "securityType")
-    scale_set_id: str | None = _at("virtualMachineScaleSet", "id")
 
 
 class _UniformVmRow(_VmRow):
@@ -130,7 +124,6 @@ class _ArcRow(_ResourceRow):
     arc_os_sku: str | None = _at("osSku")
     patch_mode: str | None = _at(*_PATCH, "patchMode")
     enable_hotpatching: bool | None = _at(*_PATCH, "enableHotpatching")
-    assessment_mode: str | None = _at(*_PATCH, "assessmentMode")
     hotpatch_enablement_status: str | None = _at(*_PATCH, "status", "hotpatchEnablementStatus")
     hotpatch_subscription_status: Annotated[str | None, BeforeValidator(_hotpatch_feature)] = _at(
         "licenseProfile", "productProfile", "productFeatures"
@@ -159,7 +152,7 @@ class _AssessmentRow(AssessmentSummary):
     #: Read from the row's id: the id of the machine it belongs to, lower-cased.
     machine_id: Annotated[str, _machine_key(ASSESSMENT_MARK)] = Field(validation_alias="id")
     status: str | None = _at("status")
-    last_modified: UtcDatetime | None = _at("lastModifiedDateTime")
+    last_modified: AwareDatetime | None = _at("lastModifiedDateTime")
     reboot_pending: bool | None = _at("rebootPending")
     critical: Count = _at(_COUNTS, "critical", default=0)
     security: Count = _at(_COUNTS, "security", default=0)
@@ -171,7 +164,7 @@ class _InstallationRow(InstallationSummary):
         "microsoft.hybridcompute/machines/patchinstallationresults",
     ]
     machine_id: Annotated[str, _machine_key(INSTALLATION_MARK)] = Field(validation_alias="id")
-    last_modified: UtcDatetime | None = _at("lastModifiedDateTime")
+    last_modified: AwareDatetime | None = _at("lastModifiedDateTime")
     reboot_status: str | None = _at("rebootStatus")
 
 
@@ -243,8 +236,12 @@ def _parse(rows: Iterable[Any]) -> ParsedInventory:
         table = summaries.get(kind)
         if table is not None:
             current = table.get(parsed.machine_id)
-            # Installation history holds many rows per machine: the newest counts.
-            if current is None or _newer(parsed, current):
+            # Installation history holds many rows per machine: the newest counts (a row
+            # without a time counts as the oldest).
+            if current is None or (
+                parsed.last_modified is not None
+                and (current.last_modified is None or parsed.last_modified > current.last_modified)
+            ):
                 table[parsed.machine_id] = parsed
         elif kind is _ScaleSetRow and (parsed.orchestration_mode or "").casefold() != "uniform":
             ignored += 1  # a Flexible scale set is not a machine: its members are VM rows
@@ -335,14 +332,6 @@ def _explain(
             key, str(name), problem, subscription if isinstance(subscription, str) else None
         )
     )
-
-
-def _newer(
-    candidate: _AssessmentRow | _InstallationRow, current: _AssessmentRow | _InstallationRow
-) -> bool:
-    if candidate.last_modified is None:
-        return False
-    return current.last_modified is None or candidate.last_modified > current.last_modified
 
 
 def _machine_of(row: dict[str, Any], mark: str) -> str | None:

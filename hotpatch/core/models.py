@@ -6,18 +6,20 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+Count = Annotated[int, Field(ge=0)]
 
 
 def as_utc(value: datetime) -> datetime:
-    # Resource Graph writes "Z"; an export edited by hand may drop it. Read such times as UTC.
+    """A zone-less time read as UTC; any other offset converted to UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: A time in UTC, whatever the input wrote (for the service's own records, not the hot parse).
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
-Count = Annotated[int, Field(ge=0)]
 
 
 class OsFamily(StrEnum):
@@ -122,7 +124,7 @@ class AssessmentSummary(Record):
     """The latest patch assessment of a machine (`patchassessmentresults/latest`)."""
 
     status: str | None = None
-    last_modified: UtcDatetime | None = None
+    last_modified: AwareDatetime | None = None
     reboot_pending: bool | None = None
     critical: Count = 0
     security: Count = 0
@@ -132,7 +134,7 @@ class InstallationSummary(Record):
     """The latest patch installation of a machine (`patchinstallationresults`)."""
 
     status: str | None = None
-    last_modified: UtcDatetime | None = None
+    last_modified: AwareDatetime | None = None
     reboot_status: str | None = None
 
 
@@ -143,8 +145,6 @@ class Machine(Record):
     name: str
     kind: MachineKind
     subscription_id: str | None = None
-    resource_group: str | None = None
-    location: str | None = None
     tags: dict[str, str] | None = None
     os_type: str | None = None
     #: e.g. "10.0.20348.4711", from Resource Graph's instance view or the Arc agent.
@@ -160,11 +160,7 @@ class Machine(Record):
     community_gallery_image_id: str | None = None
     patch_mode: str | None = None
     enable_hotpatching: bool | None = None
-    assessment_mode: str | None = None
-    reboot_setting: str | None = None
     provision_vm_agent: bool | None = None
-    security_type: str | None = None
-    scale_set_id: str | None = None
     #: "Uniform" for Uniform scale sets and their instances.
     orchestration_mode: str | None = None
     # Azure Arc only
@@ -260,12 +256,11 @@ class Decision:
     grace_ends: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The compliance judgement for one machine at one instant.
 
     It points at the machine, the (shared) decision and the assessment instead of copying their
-    fields: a sweep builds one per machine, so it must be cheap to make.
+    fields, and is a tuple: a sweep builds one per machine, so it must be cheap to make.
     """
 
     machine: Machine | MalformedMachine

@@ -78,11 +78,20 @@ def test_arc_rows_become_arc_machines_with_their_enrolment() -> None:
     assert machine.os_version == "10.0.26100.32313"
 
 
-def test_a_time_without_a_zone_is_read_as_utc() -> None:
+def test_a_time_without_a_zone_is_a_malformed_row_that_says_so() -> None:
+    # Resource Graph always writes "Z"; guessing a zone for a hand-edited export could move a
+    # machine across a grace deadline, so it is reported instead.
     row = assessment_row(vm_id("vm1"))
     row["properties"]["lastModifiedDateTime"] = "2026-02-14T03:00:00"
-    inventory = parse_rows([vm_row("vm1"), row])
-    (summary,) = inventory.assessments.values()
+    (machine,) = parse_rows([vm_row("vm1"), row]).machines
+    assert isinstance(machine, MalformedMachine)
+    assert "lastModifiedDateTime: Input should have timezone info" in machine.error
+
+
+def test_a_time_with_an_offset_keeps_its_instant() -> None:
+    row = assessment_row(vm_id("vm1"))
+    row["properties"]["lastModifiedDateTime"] = "2026-02-14T05:00:00+02:00"
+    (summary,) = parse_rows([vm_row("vm1"), row]).assessments.values()
     assert summary.last_modified == datetime(2026, 2, 14, 3, 0, tzinfo=UTC)
 
 
