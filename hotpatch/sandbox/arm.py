@@ -101,12 +101,17 @@ class QuotaDecision:
     @property
     def retry_after(self) -> int:
         """Whole seconds for a `Retry-After` header; at least 1 so a client never spins."""
-        return max(1, math.ceil(self.resets_after))
+        return max(1, self._whole_seconds())
 
     def resets_after_text(self) -> str:
         """`hh:mm:ss`, the form of `x-ms-user-quota-resets-after`."""
-        total = math.ceil(self.resets_after)
+        total = self._whole_seconds()
         return f"{total // 3600:02d}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+    def _whole_seconds(self) -> int:
+        # Rounded up, but to the microsecond first: (t + 60.0) - t is not always exactly 60.0
+        # in floating point, and a hair over must not become a whole extra second.
+        return math.ceil(round(self.resets_after, 6))
 
 
 class WindowQuota:
