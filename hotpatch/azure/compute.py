@@ -1,0 +1,753 @@
+"""Assess and install patches on many Azure VMs through Azure Compute's long-running operations.
+
+`ComputePatchOperations` follows `hotpatch.azure.patching.PatchOperations`: it takes machines in
+domain words and returns one `OperationOutcome` per machine, whatever happened to it. Inside:
+
+- one `azure.mgmt.compute.aio.ComputeManagementClient` per subscription (the client is bound to
+  one), all sharing one pooled aiohttp session;
+- a bound on operations in flight overall and per subscription, held from the start request to
+  the final result;
+- every poller awaited to its end with the service's `Retry-After` honoured (azure-core does
+  that); an operation still running at `operation_timeout` is recorded as `timed_out` with the
+  poller's continuation token, and `resume` finishes it later; nothing is fire-and-forget;
+- writes paced per subscription. ARM throttles writes per subscription (429 + `Retry-After`).
+  azure-core's retry policy waits out a 429, but only for the request that got it: the other
+  operations of a large run would keep meeting 429s. So a pipeline policy paces every write
+  attempt (retries included) to a configured budget, stops starting after the
+  `x-ms-ratelimit-remaining-subscription-writes` header says the window is spent (then one
+  write at a time probes for the reset), and holds the subscription's new starts until a 429's
+  `Retry-After` has passed.
+
+Azure Arc machines (`Microsoft.HybridCompute/machines`) take the same operations through the
+Hybrid Compute resource provider, which azure-mgmt-compute cannot address: they are `skipped`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import math
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import AsyncHTTPPolicy
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.core.polling import AsyncLROPoller
+from azure.core.polling.base_polling import OperationFailed
+from azure.core.rest import AsyncHttpResponse, HttpRequest
+from azure.mgmt.compute.aio import ComputeManagementClient
+from azure.mgmt.compute.models import (
+    VirtualMachineAssessPatchesResult,
+    VirtualMachineInstallPatchesParameters,
+    VirtualMachineInstallPatchesResult,
+    WindowsParameters,
+)
+
+from hotpatch.azure.patching import (
+    ARC_NOT_SUPPORTED,
+    Classification,
+    Clock,
+    FakePatchOperations,
+    InstallParameters,
+    MachineRef,
+    OperationKind,
+    OperationOutcome,
+    OutcomeCallback,
+    OutcomeStatus,
+    PatchOperations,
+    RebootSetting,
+    RebootStatus,
+    distinct_machines,
+    notify,
+    resumable_only,
+    skipped_arc,
+    system_clock,
+)
+from hotpatch.core.models import MachineKind
+
+__all__ = [
+    "ARC_NOT_SUPPORTED",
+    "ARM_ENDPOINT",
+    "WRITES_REMAINING_HEADER",
+    "Classification",
+    "ClientFactory",
+    "ComputePatchOperations",
+    "FakePatchOperations",
+    "InstallParameters",
+    "Limits",
+    "MachineRef",
+    "OperationKind",
+    "OperationOutcome",
+    "OutcomeStatus",
+    "PatchOperations",
+    "Policy",
+    "RebootSetting",
+    "RebootStatus",
+    "ThrottleEvent",
+    "WriteBudget",
+    "install_body",
+]
+
+ARM_ENDPOINT = "https://management.azure.com"
+#: ARM's count of writes the subscription has left in the current throttling window.
+WRITES_REMAINING_HEADER = "x-ms-ratelimit-remaining-subscription-writes"
+#: How long to hold a subscription after a 429 that names no Retry-After (ARM always does).
+_DEFAULT_THROTTLE_HOLD = 5.0
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Policy = AsyncHTTPPolicy[HttpRequest, AsyncHttpResponse]
+#: Builds the client of one subscription. It must add `policies` to the client's
+#: `per_retry_policies` (the adapter paces and observes each attempt through them); the
+#: adapter closes every client it asked for when it is closed.
+ClientFactory = Callable[[str, Sequence[Policy]], ComputeManagementClient]
+_Poller = (
+    AsyncLROPoller[VirtualMachineAssessPatchesResult]
+    | AsyncLROPoller[VirtualMachineInstallPatchesResult]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBudget:
+    """The writes the client lets itself start per subscription: at most `limit` in any
+    `window` (+ `margin`, which covers the delay between sending and ARM counting)."""
+
+    limit: int = 200
+    window: timedelta = timedelta(seconds=20)
+    margin: timedelta = timedelta(seconds=1)
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.window <= timedelta(0) or self.margin < timedelta(0):
+            raise ValueError("a write budget needs limit >= 1, a positive window, margin >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How hard the adapter may push.
+
+    `operation_timeout` bounds the wait for a started operation's result (the start itself is
+    bounded by the SDK's retry policy); the default covers the longest install window.
+    `poll_interval` is used when Azure's answer names no `Retry-After`. `write_budget` None
+    paces by ARM's answers alone (the header and 429s).
+    """
+
+    max_concurrency: int = 50
+    per_subscription: int = 20
+    operation_timeout: timedelta = timedelta(hours=4)
+    poll_interval: timedelta = timedelta(seconds=10)
+    write_budget: WriteBudget | None = field(default_factory=WriteBudget)
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1 or self.per_subscription < 1:
+            raise ValueError("max_concurrency and per_subscription must be at least 1")
+        if self.operation_timeout <= timedelta(0) or self.poll_interval <= timedelta(0):
+            raise ValueError("operation_timeout and poll_interval must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleEvent:
+    """One 429 answer the adapter met (retried by azure-core or not)."""
+
+    subscription: str
+    #: From the adapter's clock.
+    at: datetime
+    retry_after_seconds: float
+    write: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    machine: MachineRef
+    operation: OperationKind
+    body: VirtualMachineInstallPatchesParameters | None = None
+    #: The earlier outcome being resumed.
+    earlier: OperationOutcome | None = None
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """How far one machine's operation got in this run: enough to report it at any point."""
+
+    job: _Job
+    tally: _Tally
+    started: datetime
+    #: The start request was sent (the operation may exist even without an answer).
+    requested: bool = False
+    poller: _Poller | None = None
+
+
+@dataclass(slots=True)
+class _Tally:
+    """This machine's requests, seen through a per-call `raw_response_hook` (every attempt)."""
+
+    attempts: int = 0
+    throttled: int = 0
+
+    def observe(self, response: PipelineResponse[Any, Any]) -> None:
+        if response.http_request.method.upper() not in _READ_METHODS:
+            self.attempts += 1
+        if response.http_response.status_code == 429:
+            self.throttled += 1
+
+
+class ComputePatchOperations:
+    """`PatchOperations` on Azure Compute (or the sandbox). Use with `async with`, or `close()`.
+
+    Give either a `credential` (with `base_url` and `connection_verify` for the sandbox: the
+    path of its CA file) or a `client_factory`.
+    """
+
+    def __init__(
+        self,
+        *,
+        credential: AsyncTokenCredential | None = None,
+        base_url: str = ARM_ENDPOINT,
+        connection_verify: bool | str = True,
+        client_factory: ClientFactory | None = None,
+        limits: Limits | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        if credential is None and client_factory is None:
+            raise ValueError("give a credential or a client_factory")
+        self.limits = limits or Limits()
+        self._credential = credential
+        self._base_url = base_url
+        self._verify = connection_verify
+        self._factory = client_factory or self._client_for
+        self._clock = clock
+        self._clients: dict[str, ComputeManagementClient] = {}
+        self._pacers: dict[str, _WritePacer] = {}
+        self._subscription_slots: dict[str, asyncio.Semaphore] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._throttles: list[ThrottleEvent] = []
+
+    async def __aenter__(self) -> ComputePatchOperations:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the clients and the shared session (not the credential: the caller owns it)."""
+        clients, self._clients = list(self._clients.values()), {}
+        # Pacers and semaphores belong to the event loop that used them: start afresh.
+        self._pacers.clear()
+        self._subscription_slots.clear()
+        self._slots = None
+        for client in clients:
+            await client.close()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def throttle_events(self) -> tuple[ThrottleEvent, ...]:
+        """Every 429 met so far, in order."""
+        return tuple(self._throttles)
+
+    # -- PatchOperations ------------------------------------------------------------------------
+
+    async def assess(
+        self, machines: Sequence[MachineRef], *, on_outcome: OutcomeCallback | None = None
+    ) -> list[OperationOutcome]:
+        distinct_machines(machines)
+        return await self._batch([_Job(m, OperationKind.ASSESS) for m in machines], on_outcome)
+
+    async def install(
+        self,
+        machines: Sequence[MachineRef],
+        parameters: InstallParameters,
+        *,
+        on_outcome: OutcomeCallback | None = None,
+    ) -> list[OperationOutcome]:
+        distinct_machines(machines)
+        body = install_body(parameters)
+        jobs = [_Job(m, OperationKind.INSTALL, body) for m in machines]
+        return await self._batch(jobs, on_outcome)
+
+    async def resume(
+        self, outcomes: Sequence[OperationOutcome], *, on_outcome: OutcomeCallback | None = None
+    ) -> list[OperationOutcome]:
+        resumable_only(outcomes)
+        distinct_machines([o.machine for o in outcomes])
+        jobs = [_Job(o.machine, o.operation, earlier=o) for o in outcomes]
+        return await self._batch(jobs, on_outcome)
+
+    # -- one batch --------------------------------------------------------------------------------
+
+    async def _batch(
+        self, jobs: Sequence[_Job], on_outcome: OutcomeCallback | None
+    ) -> list[OperationOutcome]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limits.max_concurrency)
+        # A TaskGroup: if the caller cancels the batch, every machine's task is cancelled and
+        # reports what it had started (with its resume token) before the cancellation ends.
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._one(job, on_outcome)) for job in jobs]
+        return [task.result() for task in tasks]
+
+    async def _one(self, job: _Job, on_outcome: OutcomeCallback | None) -> OperationOutcome:
+        machine = job.machine
+        if machine.kind is MachineKind.ARC:
+            outcome = skipped_arc(machine, job.operation, self._clock())
+        else:
+            started = job.earlier.started if job.earlier else self._clock()
+            attempt = _Attempt(job, _Tally(), started)
+            try:
+                async with self._slot(machine.subscription):
+                    outcome = await self._operate(attempt)
+            except asyncio.CancelledError:
+                # The caller gave up on the batch: say how far this machine got, with the
+                # token of an operation already started, before the cancellation goes on.
+                notify(on_outcome, self._cancelled(attempt))
+                raise
+        notify(on_outcome, outcome)
+        return outcome
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, subscription: str) -> AsyncIterator[None]:
+        key = subscription.lower()
+        own = self._subscription_slots.setdefault(
+            key, asyncio.Semaphore(self.limits.per_subscription)
+        )
+        assert self._slots is not None
+        async with own:
+            # Wait out the subscription's pace before taking one of the shared slots, so a
+            # throttled subscription does not idle slots the others could use.
+            await self._pacer(key).ready()
+            async with self._slots:
+                yield
+
+    async def _operate(self, attempt: _Attempt) -> OperationOutcome:
+        job = attempt.job
+        if job.earlier is None:
+            attempt.started = self._clock()  # the wait for a slot is not the operation's time
+        client = self._client(job.machine.subscription)
+        attempt.requested = True
+        start = asyncio.create_task(self._begin(client, job, attempt.tally))
+        try:
+            attempt.poller = poller = await asyncio.shield(start)
+        except asyncio.CancelledError:
+            # The start request is out: let it land, so that an operation it started is
+            # reported with its resume token instead of being lost with the cancelled run.
+            with contextlib.suppress(AzureError, ValueError):
+                attempt.poller = await start
+            raise
+        except AzureError as error:
+            return self._refused(attempt, error)
+        except ValueError as error:  # a resume token that does not decode
+            return self._outcome(attempt, OutcomeStatus.ERROR, "InvalidResumeToken", str(error))
+        timeout = self.limits.operation_timeout
+        try:
+            async with asyncio.timeout(timeout.total_seconds()):
+                result = await poller.result()
+        except TimeoutError:
+            return self._unfinished(
+                attempt,
+                OutcomeStatus.TIMED_OUT,
+                "OperationTimedOut",
+                f"still running after {timeout}; resume it with its token",
+            )
+        except AzureError as error:
+            return self._polling_failed(attempt, error)
+        return self._finished(attempt, result)
+
+    async def _begin(self, client: ComputeManagementClient, job: _Job, tally: _Tally) -> _Poller:
+        machine, operations = job.machine, client.virtual_machines
+        options: dict[str, Any] = {
+            "raw_response_hook": tally.observe,
+            "polling_interval": self.limits.poll_interval.total_seconds(),
+        }
+        if job.earlier is not None:
+            options["continuation_token"] = job.earlier.resume_token
+        group, name = machine.resource_group, machine.name
+        if job.operation is OperationKind.ASSESS:
+            return await operations.begin_assess_patches(group, name, **options)
+        if job.body is None:
+            # Resuming: the SDK's signature wants a body it does not send with a token.
+            unsent = io.BytesIO(b"{}")
+            return await operations.begin_install_patches(group, name, unsent, **options)
+        return await operations.begin_install_patches(group, name, job.body, **options)
+
+    # -- clients --------------------------------------------------------------------------------
+
+    def _client(self, subscription: str) -> ComputeManagementClient:
+        key = subscription.lower()
+        client = self._clients.get(key)
+        if client is None:
+            client = self._factory(subscription, [_PacingPolicy(self._pacer(key))])
+            self._clients[key] = client
+        return client
+
+    def _pacer(self, key: str) -> _WritePacer:
+        pacer = self._pacers.get(key)
+        if pacer is None:
+            pacer = _WritePacer(key, self.limits.write_budget, self._throttled)
+            self._pacers[key] = pacer
+        return pacer
+
+    def _throttled(self, subscription: str, retry_after: float, write: bool) -> None:
+        self._throttles.append(ThrottleEvent(subscription, self._clock(), retry_after, write))
+
+    def _client_for(self, subscription: str, policies: Sequence[Policy]) -> ComputeManagementClient:
+        assert self._credential is not None
+        # One pooled session for every client: azure-core builds an SSL context per request
+        # when given `connection_verify=<path>`, which defeats connection reuse.
+        transport = AioHttpTransport(session=self._shared_session(), session_owner=False)
+        return ComputeManagementClient(
+            self._credential,
+            subscription,
+            base_url=self._base_url,
+            transport=transport,
+            per_retry_policies=list(policies),
+            polling_interval=self.limits.poll_interval.total_seconds(),
+        )
+
+    def _shared_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            verify: ssl.SSLContext | bool
+            if isinstance(self._verify, str):
+                verify = ssl.create_default_context(cafile=self._verify)
+            else:
+                verify = ssl.create_default_context() if self._verify else False
+            # One request at a time per operation in flight, so this many connections suffice.
+            connector = aiohttp.TCPConnector(ssl=verify, limit=self.limits.max_concurrency)
+            # As azure-core's own session: no cookies, decompression left to the pipeline.
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                trust_env=True,
+            )
+        return self._session
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def _outcome(
+        self,
+        attempt: _Attempt,
+        status: OutcomeStatus,
+        code: str | None,
+        message: str,
+        **fields: Any,
+    ) -> OperationOutcome:
+        earlier, tally = attempt.job.earlier, attempt.tally
+        return OperationOutcome.model_validate(
+            {
+                "machine_id": attempt.job.machine.id,
+                "operation": attempt.job.operation,
+                "status": status,
+                "started": attempt.started,
+                "finished": self._clock(),
+                "error_code": code,
+                "message": message,
+                "attempts": tally.attempts + (earlier.attempts if earlier else 0),
+                "throttled_answers": tally.throttled
+                + (earlier.throttled_answers if earlier else 0),
+                **fields,
+            }
+        )
+
+    def _cancelled(self, attempt: _Attempt) -> OperationOutcome:
+        earlier = attempt.job.earlier
+        if attempt.poller is not None:
+            return self._unfinished(
+                attempt,
+                OutcomeStatus.ERROR,
+                "Cancelled",
+                "the run was cancelled before the operation finished; resume it with its token",
+            )
+        token = earlier.resume_token if earlier else None
+        if attempt.requested:
+            return self._outcome(
+                attempt,
+                OutcomeStatus.ERROR,
+                "Cancelled",
+                "the run was cancelled while the start request was out: the operation may or "
+                "may not have started",
+                resume_token=token,
+            )
+        return self._outcome(
+            attempt,
+            OutcomeStatus.SKIPPED,
+            "Cancelled",
+            "the run was cancelled before this machine's operation was started",
+            resume_token=token,
+        )
+
+    def _refused(self, attempt: _Attempt, error: AzureError) -> OperationOutcome:
+        code, message = _error_details(error)
+        if isinstance(error, ResourceNotFoundError) or _status_code(error) == 404:
+            status = OutcomeStatus.NOT_FOUND
+        elif isinstance(error, ResourceExistsError) or _status_code(error) == 409:
+            status = OutcomeStatus.CONFLICT
+        elif _status_code(error) == 429:
+            status = OutcomeStatus.THROTTLED
+        else:
+            status = OutcomeStatus.ERROR
+        return self._outcome(attempt, status, code, message)
+
+    def _unfinished(
+        self, attempt: _Attempt, status: OutcomeStatus, code: str, message: str
+    ) -> OperationOutcome:
+        assert attempt.poller is not None
+        token = attempt.poller.continuation_token()
+        return self._outcome(attempt, status, code, message, resume_token=token)
+
+    def _polling_failed(self, attempt: _Attempt, error: AzureError) -> OperationOutcome:
+        code, message = _error_details(error)
+        if isinstance(error.__cause__, OperationFailed):
+            # Azure said the operation failed: it has ended, there is nothing to resume.
+            return self._outcome(attempt, OutcomeStatus.FAILED, code, message)
+        if _status_code(error) == 404:
+            # The status URL is gone (Azure keeps it for a while only): it cannot be resumed.
+            return self._outcome(attempt, OutcomeStatus.NOT_FOUND, code, message)
+        status = OutcomeStatus.THROTTLED if _status_code(error) == 429 else OutcomeStatus.ERROR
+        # The operation was started and may still run: keep its token so it is not lost.
+        return self._unfinished(attempt, status, code, message)
+
+    def _finished(
+        self,
+        attempt: _Attempt,
+        result: VirtualMachineAssessPatchesResult | VirtualMachineInstallPatchesResult,
+    ) -> OperationOutcome:
+        reported = _text(result.status)
+        status = _RESULT_STATUS.get(reported.lower())
+        code, message = None, ""
+        if result.error is not None:
+            code, message = result.error.code, result.error.message or ""
+        if status is None:
+            status = OutcomeStatus.ERROR
+            code = code or "UnexpectedStatus"
+            message = message or f"the operation ended reporting status {reported or 'none'!r}"
+        if isinstance(result, VirtualMachineAssessPatchesResult):
+            return self._outcome(
+                attempt,
+                status,
+                code,
+                message,
+                activity_id=result.assessment_activity_id,
+                critical_and_security=result.critical_and_security_patch_count,
+                other=result.other_patch_count,
+                reboot_pending=result.reboot_pending,
+            )
+        return self._outcome(
+            attempt,
+            status,
+            code,
+            message,
+            activity_id=result.installation_activity_id,
+            installed=result.installed_patch_count,
+            failed=result.failed_patch_count,
+            pending=result.pending_patch_count,
+            excluded=result.excluded_patch_count,
+            not_selected=result.not_selected_patch_count,
+            reboot_status=_reboot_status(result.reboot_status),
+            maintenance_window_exceeded=result.maintenance_window_exceeded,
+        )
+
+
+def install_body(parameters: InstallParameters) -> VirtualMachineInstallPatchesParameters:
+    """The `installPatches` body for `parameters` (the only place the SDK model is built)."""
+    return VirtualMachineInstallPatchesParameters(
+        maximum_duration=parameters.maximum_duration,
+        reboot_setting=parameters.reboot_setting.value,
+        windows_parameters=WindowsParameters(
+            classifications_to_include=[c.value for c in parameters.classifications],
+            kb_numbers_to_include=list(parameters.kb_include) or None,
+            kb_numbers_to_exclude=list(parameters.kb_exclude) or None,
+            exclude_kbs_requiring_reboot=parameters.exclude_kbs_requiring_reboot,
+            max_patch_publish_date=parameters.max_patch_publish_date,
+        ),
+    )
+
+
+_RESULT_STATUS = {
+    "succeeded": OutcomeStatus.SUCCEEDED,
+    "completedwithwarnings": OutcomeStatus.COMPLETED_WITH_WARNINGS,
+    "failed": OutcomeStatus.FAILED,
+}
+_REBOOT_STATUS = {status.value.lower(): status for status in RebootStatus}
+
+
+def _reboot_status(value: object) -> RebootStatus | None:
+    if value is None:
+        return None
+    return _REBOOT_STATUS.get(_text(value).lower(), RebootStatus.UNKNOWN)
+
+
+def _text(value: object) -> str:
+    """The wire text of an SDK enum member or plain string (`str()` of a member is its name)."""
+    if value is None:
+        return ""
+    return str(getattr(value, "value", value))
+
+
+def _status_code(error: AzureError) -> int | None:
+    return error.status_code if isinstance(error, HttpResponseError) else None
+
+
+def _error_details(error: AzureError) -> tuple[str, str]:
+    """ARM's error code and message when it sent them; else the exception's kind and text."""
+    if isinstance(error, HttpResponseError):
+        body = error.error
+        if body is not None and body.code:
+            return body.code, body.message or str(error.reason or "")
+        if error.status_code is not None:
+            return f"Http{error.status_code}", str(error.reason or error.message)
+    return type(error).__name__, str(error.message).splitlines()[0] if error.message else ""
+
+
+# -- write pacing ---------------------------------------------------------------------------------
+
+
+class _WritePacer:
+    """One subscription's write pace, shared by all its requests.
+
+    Three rules, the strictest wins: no more than the budget in any window (a sliding log of
+    send times); after ARM said the window is spent (remaining writes, less the writes still
+    unanswered, at 0), one write at a time until one is accepted again; after a 429, nothing
+    until its Retry-After has passed.
+    """
+
+    def __init__(
+        self,
+        subscription: str,
+        budget: WriteBudget | None,
+        on_throttle: Callable[[str, float, bool], None],
+    ) -> None:
+        self._subscription = subscription
+        self._limit = budget.limit if budget else None
+        self._span = (budget.window + budget.margin).total_seconds() if budget else 0.0
+        self._on_throttle = on_throttle
+        self._sent: deque[float] = deque()
+        self._hold_until = 0.0
+        #: Writes ARM still allows in its window, less those sent since; None when unknown.
+        self._left: int | None = None
+        self._in_flight = 0
+        self._turn = asyncio.Lock()
+        self._changed = asyncio.Event()
+
+    def delay(self) -> float:
+        """Seconds until a write may go; infinite while a probe is out."""
+        now = time.monotonic()
+        delay = self._hold_until - now
+        if self._limit is not None:
+            while self._sent and self._sent[0] <= now - self._span:
+                self._sent.popleft()
+            if len(self._sent) >= self._limit:
+                delay = max(delay, self._sent[0] + self._span - now)
+        if self._left is not None and self._left <= 0 and self._in_flight > 0:
+            return math.inf
+        return delay
+
+    async def ready(self) -> None:
+        while (delay := self.delay()) > 0:
+            await self._wait(delay)
+
+    async def before_write(self) -> None:
+        # One writer at a time decides, in arrival order, so the budget is never overdrawn.
+        async with self._turn:
+            await self.ready()
+            self._in_flight += 1
+            if self._limit is not None:
+                self._sent.append(time.monotonic())
+            if self._left is not None:
+                self._left -= 1
+
+    def observe(self, status: int, headers: Mapping[str, str], write: bool) -> None:
+        if write:
+            self._in_flight -= 1
+        if status == 429:
+            retry_after = _retry_after(headers)
+            self._hold_until = max(self._hold_until, time.monotonic() + retry_after)
+            # After the hold ARM opens a new window: what it said before no longer holds.
+            self._left = None
+            self._on_throttle(self._subscription, retry_after, write)
+        elif write:
+            remaining = _int_header(headers, WRITES_REMAINING_HEADER)
+            if remaining is not None:
+                # Writes still unanswered may not have been counted yet: assume they were not.
+                self._left = remaining - self._in_flight
+        self._changed.set()
+
+    def write_lost(self) -> None:
+        """A write got no answer at all (connection error, cancellation)."""
+        self._in_flight -= 1
+        self._changed.set()
+
+    async def _wait(self, delay: float) -> None:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None if math.isinf(delay) else delay):
+                await self._changed.wait()
+
+
+class _PacingPolicy(AsyncHTTPPolicy[HttpRequest, AsyncHttpResponse]):
+    """Runs after azure-core's retry policy, so it paces and observes every attempt."""
+
+    def __init__(self, pacer: _WritePacer) -> None:
+        super().__init__()
+        self._pacer = pacer
+
+    async def send(
+        self, request: PipelineRequest[HttpRequest]
+    ) -> PipelineResponse[HttpRequest, AsyncHttpResponse]:
+        write = request.http_request.method.upper() not in _READ_METHODS
+        if write:
+            await self._pacer.before_write()
+        try:
+            response = await self.next.send(request)
+        except BaseException:
+            if write:
+                self._pacer.write_lost()
+            raise
+        answer = response.http_response
+        self._pacer.observe(answer.status_code, answer.headers, write)
+        return response
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float:
+    """Seconds to wait, from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        value = headers.get(name)
+        if value:
+            with contextlib.suppress(ValueError):
+                return max(0.0, float(value) / 1000)
+    value = headers.get("Retry-After")
+    if value:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(value))
+        with contextlib.suppress(TypeError, ValueError):
+            moment = parsedate_to_datetime(value)
+            return max(0.0, moment.timestamp() - time.time())
+    return _DEFAULT_THROTTLE_HOLD
