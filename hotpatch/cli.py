@@ -6,8 +6,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import replace
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -109,27 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep", help="inventory every machine in scope and judge it (Azure or the sandbox)"
     )
-    where = sweep.add_mutually_exclusive_group()
-    where.add_argument(
-        "--sandbox", action="store_true", help="against an in-process sandbox estate"
+    _target_options(sweep)
+    assess = commands.add_parser(
+        "assess",
+        help="sweep, then start patch assessments where they are due (a dry run unless --yes)",
     )
-    where.add_argument("--sandbox-url", help="against a running sandbox (hotpatch sandbox serve)")
-    sweep.add_argument("--sandbox-ca", type=Path, help="the running sandbox's CA certificate")
-    _estate_options(sweep)
-    sweep.add_argument(
-        "--now",
-        type=_moment,
-        help="judge as of this instant (default: the clock; for "
-        "--sandbox, the estate's as-of time)",
+    _target_options(assess)
+    assess.add_argument(
+        "--yes", action="store_true", help="start the assessments (default: only list them)"
     )
-    sweep.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    sweep.add_argument(
-        "--report-dir",
-        type=Path,
-        default=Path("hotpatch-reports"),
-        help="where the full JSON report is written (default ./hotpatch-reports)",
-    )
-    sweep.add_argument("--limit", type=int, default=15, help="machines listed in the table")
 
     sandbox = commands.add_parser("sandbox", help="the local Azure-compatible sandbox")
     sandbox_commands = sandbox.add_subparsers(
@@ -146,6 +136,30 @@ def build_parser() -> argparse.ArgumentParser:
     _estate_options(export)
     export.add_argument("--output", type=Path, required=True)
     return parser
+
+
+def _target_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--sandbox", action="store_true", help="against an in-process sandbox estate"
+    )
+    where.add_argument("--sandbox-url", help="against a running sandbox (hotpatch sandbox serve)")
+    parser.add_argument("--sandbox-ca", type=Path, help="the running sandbox's CA certificate")
+    _estate_options(parser)
+    parser.add_argument(
+        "--now",
+        type=_moment,
+        help="judge as of this instant (default: the clock; for "
+        "--sandbox, the estate's as-of time)",
+    )
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("hotpatch-reports"),
+        help="where the full JSON report is written (default ./hotpatch-reports)",
+    )
+    parser.add_argument("--limit", type=int, default=15, help="machines listed in the table")
 
 
 def _estate_options(parser: argparse.ArgumentParser) -> None:
@@ -180,6 +194,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             return _check_image(args, rules, console)
         if args.command == "sweep":
             return _sweep(args, settings, rules, console)
+        if args.command == "assess":
+            return _assess(args, settings, rules, console)
         if args.command == "sandbox":
             return _sandbox(args, rules, console)
         return _evaluate(args, rules, console)
@@ -249,46 +265,139 @@ def _evaluate(args: argparse.Namespace, rules: Rules, console: Console) -> int:
     return EXIT_OK
 
 
-def _sweep(args: argparse.Namespace, settings: Settings, rules: Rules, console: Console) -> int:
-    from hotpatch.azure.resource_graph import Inventory, ResourceGraphInventory, Scope
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a command talks: Azure, a running sandbox, or one started for the command."""
+
+    inventory: Any
+    scope: Any
+    now: datetime
+    #: Builds the patch operations adapter for the same endpoint and identity.
+    patch_operations: Callable[[], Any]
+
+
+@contextmanager
+def _target(
+    args: argparse.Namespace, settings: Settings, rules: Rules, console: Console
+) -> Iterator[_Target]:
+    from hotpatch.azure.compute import ComputePatchOperations
+    from hotpatch.azure.credentials import (
+        AsyncStaticTokenCredential,
+        StaticTokenCredential,
+        async_azure_credential,
+        azure_credential,
+    )
+    from hotpatch.azure.resource_graph import ResourceGraphInventory, Scope, resource_graph_client
+
+    def sandbox_target(base_url: str, ca: str, scope: Any, now: datetime) -> _Target:
+        client = resource_graph_client(
+            StaticTokenCredential(), base_url=base_url, connection_verify=ca
+        )
+        return _Target(
+            ResourceGraphInventory(client),
+            scope,
+            now,
+            lambda: ComputePatchOperations(
+                credential=AsyncStaticTokenCredential(), base_url=base_url, connection_verify=ca
+            ),
+        )
 
     if args.sandbox:
-        from hotpatch.sandbox.session import running_sandbox, sandbox_inventory
+        from hotpatch.sandbox.session import running_sandbox
 
         with console.status(f"generating a {args.machines:,}-machine estate…"):
             as_of, estate = _estate(args, rules)
         with running_sandbox(estate) as sandbox:
             console.print(f"sandbox: {sandbox.base_url} (CA {sandbox.ca_path})", style="dim")
-            return _run_sweep(
-                args,
-                sandbox_inventory(sandbox),
-                Scope(),
-                rules,
-                now=args.now or as_of,
-                console=console,
-            )
-    inventory: Inventory
+            yield sandbox_target(sandbox.base_url, str(sandbox.ca_path), Scope(), args.now or as_of)
+        return
+    scope = Scope(settings.subscriptions, settings.management_groups)
+    now = args.now or datetime.now(UTC)
     if args.sandbox_url:
-        from hotpatch.azure.credentials import StaticTokenCredential
-        from hotpatch.azure.resource_graph import resource_graph_client
-
         if args.sandbox_ca is None:
             raise UsageError("--sandbox-url needs --sandbox-ca (the path serve printed)")
-        client = resource_graph_client(
-            StaticTokenCredential(),
-            base_url=args.sandbox_url,
-            connection_verify=str(args.sandbox_ca),
-        )
-    else:
-        from hotpatch.azure.credentials import azure_credential
-        from hotpatch.azure.resource_graph import resource_graph_client
-
-        client = resource_graph_client(azure_credential(settings.managed_identity_client_id))
-    inventory = ResourceGraphInventory(client)
-    scope = Scope(settings.subscriptions, settings.management_groups)
-    return _run_sweep(
-        args, inventory, scope, rules, now=args.now or datetime.now(UTC), console=console
+        yield sandbox_target(args.sandbox_url, str(args.sandbox_ca), scope, now)
+        return
+    identity = settings.managed_identity_client_id
+    yield _Target(
+        ResourceGraphInventory(resource_graph_client(azure_credential(identity))),
+        scope,
+        now,
+        lambda: ComputePatchOperations(credential=async_azure_credential(identity)),
     )
+
+
+def _sweep(args: argparse.Namespace, settings: Settings, rules: Rules, console: Console) -> int:
+    with _target(args, settings, rules, console) as target:
+        _run_sweep(args, target.inventory, target.scope, rules, now=target.now, console=console)
+    return EXIT_OK
+
+
+def _assess(args: argparse.Namespace, settings: Settings, rules: Rules, console: Console) -> int:
+    from hotpatch.service import assessment_targets
+
+    with _target(args, settings, rules, console) as target:
+        swept = _run_sweep(
+            args, target.inventory, target.scope, rules, now=target.now, console=console
+        )
+        machines = assessment_targets(swept.evaluation.verdicts)
+        if not machines:
+            console.print("No machine needs an assessment.")
+            return EXIT_OK
+        if not args.yes:
+            console.print(
+                f"[bold]Dry run:[/] {len(machines)} machine(s) need an assessment "
+                "(never assessed, stale or failed). Nothing was started; run again with --yes."
+            )
+            for machine in machines[: args.limit]:
+                console.print(f"  would assess {machine.id}")
+            if len(machines) > args.limit:
+                console.print(f"  … and {len(machines) - args.limit} more")
+            return EXIT_OK
+
+        async def assess(on_outcome: Callable[[Any], None]) -> Any:
+            async with target.patch_operations() as operations:
+                return await operations.assess(machines, on_outcome=on_outcome)
+
+        outcomes = _with_progress(
+            console, f"assessing {len(machines)} machine(s)", len(machines), assess
+        )
+    journal = args.report_dir / f"assess-{target.now:%Y%m%dT%H%M%SZ}.json"
+    journal.write_text(
+        json.dumps([o.model_dump(mode="json") for o in outcomes], indent=1) + "\n",
+        encoding="utf-8",
+    )
+    counts = Counter(o.status.value for o in outcomes)
+    console.print(
+        "Assessments: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    )
+    resumable = [o for o in outcomes if o.resumable]
+    if resumable:
+        console.print(
+            f"[yellow]{len(resumable)} operation(s) still running; their resume tokens are in "
+            f"{journal}[/]"
+        )
+    console.print(f"Outcomes: {journal}")
+    return EXIT_OK
+
+
+def _with_progress(
+    console: Console, label: str, total: int, run: Callable[[Callable[[Any], None]], Any]
+) -> Any:
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    progress = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task(label, total=total)
+        return asyncio.run(run(lambda _outcome: progress.advance(task)))
 
 
 def _run_sweep(
@@ -299,7 +408,8 @@ def _run_sweep(
     *,
     now: datetime,
     console: Console,
-) -> int:
+) -> Any:
+    """Sweep, write the full report, print what the format asks for; returns the Sweep."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hotpatch.azure.resource_graph import InventoryProgress
@@ -329,10 +439,10 @@ def _run_sweep(
     report.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     if args.format == "json":
         sys.stdout.write(json.dumps(document, indent=1) + "\n")
-        return EXIT_OK
+        return result
     if args.format == "csv":
         sys.stdout.write(report_csv(evaluation.verdicts))
-        return EXIT_OK
+        return result
     print_summary(
         console,
         evaluation.summary,
@@ -350,7 +460,7 @@ def _run_sweep(
     if stats.skipped_scopes:
         console.print(f"[yellow]Skipped (not readable): {', '.join(stats.skipped_scopes)}[/]")
     console.print(f"Full report: {report}")
-    return EXIT_OK
+    return result
 
 
 def _estate(args: argparse.Namespace, rules: Rules) -> tuple[datetime, Any]:

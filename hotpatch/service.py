@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from hotpatch.azure.patching import MachineRef
 from hotpatch.azure.resource_graph import (
     Inventory,
     InventoryProgress,
@@ -19,7 +20,7 @@ from hotpatch.core.calendar import Calendar
 from hotpatch.core.compliance import Evaluator, Summary, summarize
 from hotpatch.core.images import ImageCatalog
 from hotpatch.core.inventory import parse_rows
-from hotpatch.core.models import Verdict
+from hotpatch.core.models import Action, Verdict
 from hotpatch.core.policy import Policy
 from hotpatch.core.releases import ReleaseCatalog
 from hotpatch.data import load_image_catalog, load_release_catalog
@@ -109,3 +110,8 @@ def sweep(
             on_progress(InventoryProgress(stats.pages, stats.rows, stats.total_records))
     evaluation = Evaluation(now, verdicts, summarize(verdicts), rows, ignored)
     return Sweep(scope.describe(), evaluation, stats, monotonic() - started)
+
+
+def assessment_targets(verdicts: Iterable[Verdict]) -> list[MachineRef]:
+    """The machines whose next action is an assessment: the plan, as data, before anything runs."""
+    return [MachineRef.parse(v.id) for v in verdicts if v.action is Action.ASSESS]

@@ -1,0 +1,82 @@
+"""`hotpatch assess`: a dry run changes nothing; --yes assesses exactly the machines due."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hotpatch.cli import main
+from hotpatch.data import shipped_release_catalog
+from hotpatch.sandbox.estate import EstateSpec, generate_estate
+from hotpatch.sandbox.server import Sandbox
+from tests.integration.conftest import FEBRUARY
+
+
+def run(capsys: pytest.CaptureFixture[str], sandbox: Sandbox, tmp_path: Path, *extra: str) -> str:
+    code = main(
+        [
+            "assess",
+            "--sandbox-url",
+            sandbox.base_url,
+            "--sandbox-ca",
+            str(sandbox.ca_path),
+            "--now",
+            FEBRUARY.isoformat(),
+            "--report-dir",
+            str(tmp_path / "reports"),
+            "--limit",
+            "1000",
+            *extra,
+        ],
+        environ={},
+    )
+    out, _ = capsys.readouterr()
+    assert code == 0, out
+    return out
+
+
+def test_a_dry_run_lists_the_machines_due_and_starts_nothing(
+    capsys: pytest.CaptureFixture[str], start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    estate = generate_estate(
+        EstateSpec(machines=150, seed=9, as_of=FEBRUARY), shipped_release_catalog()
+    )
+    sandbox = start_sandbox(estate, graph_quota=None, operation_retry_after_seconds=0)
+    out = run(capsys, sandbox, tmp_path)
+    listed = [line for line in out.splitlines() if line.strip().startswith("would assess")]
+    assert "Dry run" in out
+    assert listed
+    assert sandbox.counters().operations_started == 0
+
+
+def test_yes_assesses_the_machines_due_and_a_second_run_finds_only_arc_left(
+    capsys: pytest.CaptureFixture[str], start_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    estate = generate_estate(
+        EstateSpec(machines=150, seed=9, as_of=FEBRUARY), shipped_release_catalog()
+    )
+    sandbox = start_sandbox(
+        estate, graph_quota=None, operation_latency_seconds=0.01, operation_retry_after_seconds=0
+    )
+    dry = run(capsys, sandbox, tmp_path)
+    due = [line.split()[-1] for line in dry.splitlines() if line.strip().startswith("would assess")]
+    out = run(capsys, sandbox, tmp_path, "--yes")
+    (journal,) = (tmp_path / "reports").glob("assess-*.json")
+    outcomes = json.loads(journal.read_text())
+    assert sorted(o["machine_id"].casefold() for o in outcomes) == sorted(m.casefold() for m in due)
+    by_status = {o["status"] for o in outcomes}
+    assert by_status <= {"succeeded", "skipped"}
+    arc = [o for o in outcomes if o["status"] == "skipped"]
+    assert all("hybridcompute" in o["machine_id"].casefold() for o in arc)
+    assert sandbox.counters().operations_started == len(outcomes) - len(arc)
+    assert "Assessments:" in out
+    again = run(capsys, sandbox, tmp_path)
+    still_due = [
+        line.split()[-1] for line in again.splitlines() if line.strip().startswith("would assess")
+    ]
+    assert sorted(m.casefold() for m in still_due) == sorted(
+        o["machine_id"].casefold() for o in arc
+    )
