@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import tempfile
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 import duckdb
 import duckdb_kql
 
-from hotpatch.core.bulk import collector_paused
+from hotpatch.bulk import collector_paused
 
 TABLES = ("resources", "patchassessmentresources", "patchinstallationresources")
 
@@ -49,6 +50,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 
 _STORE = "store"
+_OTHER_DATABASE = re.compile(r"\b(?:database|cluster)\s*\(", re.IGNORECASE)
 #: Operators a Resource Graph query may start with, meaning "the Resources table".
 _IMPLICIT_TABLE = re.compile(
     r"^\s*(?:\||where\b|project\b|project-away\b|extend\b|summarize\b|limit\b|take\b|top\b|"
@@ -70,11 +72,11 @@ SELECT id, lower(type), subscriptionId, resourceGroup, location, tenantId,
   coalesce(CAST(json_extract(properties,
       '$.osProfile.windowsConfiguration.patchSettings.enableHotpatching') AS VARCHAR) = 'true',
       false)
-FROM {_STORE}.resources WHERE lower(type) IN (?, ?)
+FROM {{store}}.resources WHERE lower(type) IN (?, ?)
 """
 _LATEST_ASSESSMENTS_SQL = f"""
 SELECT id, coalesce(CAST(json_extract(properties, '$.rebootPending') AS VARCHAR) = 'true', false)
-FROM {_STORE}.patchassessmentresources WHERE contains(lower(id), '{_LATEST}')
+FROM {{store}}.patchassessmentresources WHERE contains(lower(id), '{_LATEST}')
 """
 
 #: Resource Graph's column types (`Column.type` in the `table` result format) by DuckDB type.
@@ -214,10 +216,12 @@ class GraphStore:
         self._latest: dict[str, list[str]] = {}
         self._reboot_pending: frozenset[str] = frozenset()
         self._subscriptions: frozenset[str] = frozenset()
-        self._con.execute(f"CREATE SCHEMA {_STORE}")
+        # Unguessable, so that no query text can name the unscoped tables behind the views.
+        self._store = f"{_STORE}_{secrets.token_hex(8)}"
+        self._con.execute(f"CREATE SCHEMA {self._store}")
         columns = ", ".join(f'"{name}" {kind}' for name, kind in COLUMNS)
         for table in TABLES:
-            self._con.execute(f"CREATE TABLE {_STORE}.{table} ({columns})")
+            self._con.execute(f"CREATE TABLE {self._store}.{table} ({columns})")
 
     def close(self) -> None:
         with self._lock:
@@ -263,10 +267,10 @@ class GraphStore:
                 # ensure_ascii output: the bytes are the text, no codec pass over 100+ MB.
                 path.write_bytes("\n".join(map(encoder.encode, rows)).encode("ascii"))
                 cursor = self._cursor()
-                cursor.execute(f"DELETE FROM {_STORE}.{table}")
+                cursor.execute(f"DELETE FROM {self._store}.{table}")
                 if rows:
                     cursor.execute(
-                        f"INSERT INTO {_STORE}.{table} BY NAME SELECT * FROM read_json(?, "
+                        f"INSERT INTO {self._store}.{table} BY NAME SELECT * FROM read_json(?, "
                         f"format='newline_delimited', columns={spec}, "
                         "maximum_object_size=67108864)",
                         [os.fspath(path)],
@@ -280,7 +284,11 @@ class GraphStore:
     def _index_machines(self) -> None:
         # What the patch operations need of each machine, read once: answering an operation
         # must not cost a scan of the resources table.
-        rows = self._cursor().execute(_MACHINE_FACTS_SQL, list(_MACHINE_TYPES)).fetchall()
+        rows = (
+            self._cursor()
+            .execute(_MACHINE_FACTS_SQL.format(store=self._store), list(_MACHINE_TYPES))
+            .fetchall()
+        )
         self._machines = {
             str(row[0]).lower(): MachineFacts(
                 id=str(row[0]),
@@ -299,7 +307,7 @@ class GraphStore:
         }
 
     def _index_assessments(self) -> None:
-        rows = self._cursor().execute(_LATEST_ASSESSMENTS_SQL).fetchall()
+        rows = self._cursor().execute(_LATEST_ASSESSMENTS_SQL.format(store=self._store)).fetchall()
         latest: dict[str, list[str]] = {}
         pending: set[str] = set()
         for row_id, reboot_pending in rows:
@@ -320,7 +328,7 @@ class GraphStore:
             self._cursor()
             .execute(
                 " UNION ".join(
-                    f"SELECT DISTINCT lower(subscriptionId) FROM {_STORE}.{t}" for t in TABLES
+                    f"SELECT DISTINCT lower(subscriptionId) FROM {self._store}.{t}" for t in TABLES
                 )
             )
             .fetchall()
@@ -340,6 +348,12 @@ class GraphStore:
 
         `now` is what `now()` and `ago()` mean in the query (the sandbox's clock).
         """
+        if _OTHER_DATABASE.search(kql):
+            # Resource Graph has no database() or cluster(): here they would reach past the
+            # scoped views into the unscoped tables.
+            raise QueryError(
+                "semantic", "database() and cluster() are not available in Resource Graph"
+            )
         if _IMPLICIT_TABLE.match(kql):
             kql = "Resources " + (kql if kql.lstrip().startswith("|") else "| " + kql)
         try:
@@ -374,7 +388,7 @@ class GraphStore:
             # Temporary views belong to this thread's cursor alone: the scope of one query
             # never leaks into another's.
             cursor.execute(
-                f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM {_STORE}.{table} "
+                f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM {self._store}.{table} "
                 f"WHERE lower(subscriptionId) IN ({scope})"
             )
         try:
@@ -416,7 +430,7 @@ class GraphStore:
                 if ids:
                     places = ", ".join("?" for _ in ids)
                     cursor.execute(
-                        f"DELETE FROM {_STORE}.{_table(table)} WHERE id IN ({places})", ids
+                        f"DELETE FROM {self._store}.{_table(table)} WHERE id IN ({places})", ids
                     )
             for table, rows in batch.inserts.items():
                 if rows:
@@ -427,13 +441,13 @@ class GraphStore:
                             for n, k in COLUMNS
                         )
                     cursor.execute(
-                        f"INSERT INTO {_STORE}.{_table(table)} ({names}) VALUES "
+                        f"INSERT INTO {self._store}.{_table(table)} ({names}) VALUES "
                         + ", ".join(marks for _ in rows),
                         values,
                     )
             for row_id, patch in batch.resource_patches:
                 cursor.execute(
-                    f"UPDATE {_STORE}.resources SET properties = "
+                    f"UPDATE {self._store}.resources SET properties = "
                     "json_merge_patch(coalesce(properties, '{}'::JSON), ?::JSON) WHERE id = ?",
                     [json.dumps(patch), row_id],
                 )
@@ -447,7 +461,9 @@ class GraphStore:
         self._latest[machine.id.lower()] = row_ids
 
     def count(self, table: str) -> int:
-        found = self._cursor().execute(f"SELECT count(*) FROM {_STORE}.{_table(table)}").fetchone()
+        found = (
+            self._cursor().execute(f"SELECT count(*) FROM {self._store}.{_table(table)}").fetchone()
+        )
         return int(found[0]) if found else 0
 
 

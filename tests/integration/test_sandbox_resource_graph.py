@@ -301,3 +301,11 @@ def test_a_query_may_leave_out_the_table_as_resource_graph_allows(start_sandbox:
     with graph_client(sandbox) as client:
         page = ask(client, "where name == 'vm-00001' | project name")
     assert page.data == [{"name": "vm-00001"}]
+
+
+def test_a_query_cannot_reach_past_its_scope_through_database(start_sandbox: Start) -> None:
+    sandbox = start_sandbox(numbered_vms(4), graph_quota=None, subscriptions=frozenset({SUB_A}))
+    for query in ("database('store').resources | project id", "cluster('x').database('y').t"):
+        answer = post_raw(sandbox, {"query": query, "subscriptions": [SUB_A]})
+        assert answer.status_code == 400, query
+        assert "not available in Resource Graph" in answer.text
