@@ -18,7 +18,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from hotpatch.core.bulk import collector_paused
+from hotpatch.bulk import collector_paused
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.compliance import Evaluator, summarize
 from hotpatch.core.inventory import parse_rows
@@ -68,11 +68,12 @@ def main() -> int:
     for _ in range(args.repeat):
         gc.collect()
         started = time.perf_counter()
-        inventory = parse_rows(rows)
-        verdicts = Evaluator(
-            evaluator.images, evaluator.calendar, evaluator.policy, AS_OF
-        ).evaluate_all(inventory)
-        summary = summarize(verdicts)
+        with collector_paused():  # as hotpatch.service does
+            inventory = parse_rows(rows)
+            verdicts = Evaluator(
+                evaluator.images, evaluator.calendar, evaluator.policy, AS_OF
+            ).evaluate_all(inventory)
+            summary = summarize(verdicts)
         times.append(time.perf_counter() - started)
         del inventory, verdicts
     assert summary is not None

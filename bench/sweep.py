@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from hotpatch.azure.resource_graph import InventoryProgress, Scope
-from hotpatch.core.bulk import collector_paused
+from hotpatch.bulk import collector_paused
 from hotpatch.sandbox.arm import Quota
 from hotpatch.sandbox.estate import EstateSpec, generate_estate
 from hotpatch.sandbox.server import SandboxConfig

@@ -14,6 +14,10 @@ def collector_paused() -> Iterator[None]:
     Every few hundred allocations the collector scans the young objects, and now and then the
     whole, growing heap: parsing or generating 100,000 machines spent about half its time there.
     Reference counting still frees everything; only the cycle search waits.
+
+    The switch is process-wide, which is why this lives in the shell and not in the pure core:
+    a caller that parses or evaluates a large estate wraps the work in it. Nested or concurrent
+    uses are safe; the collector merely runs again a little earlier.
     """
     was_enabled = gc.isenabled()
     gc.disable()

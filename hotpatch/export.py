@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hotpatch.core.bulk import collector_paused
+from hotpatch.bulk import collector_paused
 from hotpatch.errors import InputError
 
 

@@ -16,6 +16,7 @@ from hotpatch.azure.resource_graph import (
     ProgressCallback,
     Scope,
 )
+from hotpatch.bulk import collector_paused
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.compliance import Evaluator, Summary, summarize
 from hotpatch.core.images import ImageCatalog
@@ -59,9 +60,10 @@ class Evaluation:
 
 def evaluate_rows(rows: Iterable[Any], rules: Rules, now: datetime) -> Evaluation:
     """Raw Resource Graph rows -> one verdict per machine, and the roll-ups."""
-    inventory = parse_rows(rows)
-    evaluator = Evaluator(rules.images, rules.calendar, rules.policy, now)
-    verdicts = evaluator.evaluate_all(inventory)
+    with collector_paused():
+        inventory = parse_rows(rows)
+        evaluator = Evaluator(rules.images, rules.calendar, rules.policy, now)
+        verdicts = evaluator.evaluate_all(inventory)
     return Evaluation(now, verdicts, summarize(verdicts), inventory.rows, inventory.ignored)
 
 
@@ -102,8 +104,9 @@ def sweep(
     verdicts: list[Verdict] = []
     rows = ignored = 0
     for page in inventory.pages(scope, stats):
-        parsed = parse_rows(page)
-        verdicts.extend(evaluator.evaluate_all(parsed))
+        with collector_paused():
+            parsed = parse_rows(page)
+            verdicts.extend(evaluator.evaluate_all(parsed))
         rows += parsed.rows
         ignored += parsed.ignored
         if on_progress is not None:

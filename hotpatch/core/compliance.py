@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from hotpatch.core.bulk import collector_paused
 from hotpatch.core.calendar import Calendar, ReleaseSlot, grace_deadline
 from hotpatch.core.eligibility import eligibility
 from hotpatch.core.images import ImageCatalog
@@ -144,11 +143,10 @@ class Evaluator:
     def evaluate_all(self, inventory: ParsedInventory) -> list[Verdict]:
         """Every machine of a parsed inventory, joined with its patch summaries."""
         assessments, installations = inventory.assessments, inventory.installations
-        with collector_paused():
-            return [
-                self.evaluate(machine, assessments.get(machine.id), installations.get(machine.id))
-                for machine in inventory.machines
-            ]
+        return [
+            self.evaluate(machine, assessments.get(machine.id), installations.get(machine.id))
+            for machine in inventory.machines
+        ]
 
     def _eligibility(self, machine: Machine) -> Eligibility:
         key = _eligibility_facts(machine)

@@ -79,7 +79,23 @@ def eligibility(machine: Machine, catalog: ImageCatalog, policy: Policy) -> Elig
     verdict = image_eligibility(machine.image, catalog, policy)
     if not verdict.eligible:
         return verdict
-    return Eligibility(verdict.os, configuration=tuple(_vm_configuration(machine)))
+    os = verdict.os
+    if os is None:
+        # An (allowed) preview image whose SKU names no release: the build says which it is.
+        parsed = parse_build(machine.os_version) if machine.os_version else None
+        os = parsed[0] if parsed else None
+        if os is None:
+            return Eligibility(
+                None,
+                undecided=(
+                    Reason(
+                        "missing_image_data",
+                        "neither the image nor the reported OS version says which Windows "
+                        "Server release this is",
+                    ),
+                ),
+            )
+    return Eligibility(os, configuration=tuple(_vm_configuration(machine)))
 
 
 def _is_uniform(mode: str | None) -> bool:

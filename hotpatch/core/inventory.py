@@ -23,7 +23,6 @@ from pydantic import (
     ValidationError,
 )
 
-from hotpatch.core.bulk import collector_paused
 from hotpatch.core.models import (
     AssessmentSummary,
     Count,
@@ -202,9 +201,11 @@ class ParsedInventory:
 
 
 def parse_rows(rows: Iterable[Any]) -> ParsedInventory:
-    """Join resources, assessment and installation rows by machine id (case-insensitively)."""
-    with collector_paused():
-        return _parse(rows)
+    """Join resources, assessment and installation rows by machine id (case-insensitively).
+
+    For large inventories, call it inside `hotpatch.bulk.collector_paused()`.
+    """
+    return _parse(rows)
 
 
 def _parse(rows: Iterable[Any]) -> ParsedInventory:

@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from hotpatch.core.bulk import collector_paused
+from hotpatch.bulk import collector_paused
 from hotpatch.core.calendar import Calendar, YearMonth, release_instant
 from hotpatch.core.models import MonthKind, OsFamily
 from hotpatch.core.releases import Release, ReleaseCatalog

@@ -284,3 +284,24 @@ def test_deleting_the_build_leaves_only_the_assessment_to_judge() -> None:
     assert verdict.state is State.COMPLIANT
     assert verdict.build is None
     assert verdict.releases_behind is None
+
+
+PREVIEW_NO_YEAR = (
+    "MicrosoftWindowsServer",
+    "WindowsServerHotpatch-previews",
+    "windows-server-azure-edition-hotpatch",
+)
+
+
+def test_an_allowed_preview_image_is_judged_by_the_build_it_reports() -> None:
+    allow = Policy(allow_preview_images=True)
+    verdict = one(vm_row(image=PREVIEW_NO_YEAR, build=DEC_2025), policy=allow)
+    assert verdict.os is OsFamily.WS2022
+    assert verdict.state is State.ASSESSMENT_DUE
+    assert codes(verdict) == ["never_assessed", "off_cycle"]
+
+
+def test_an_allowed_preview_image_without_a_build_is_unknown_not_compliant() -> None:
+    allow = Policy(allow_preview_images=True)
+    verdict = one(vm_row(image=PREVIEW_NO_YEAR, build=None), policy=allow)
+    assert (verdict.state, codes(verdict)) == (State.UNKNOWN, ["missing_image_data"])
