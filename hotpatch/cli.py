@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    ExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +26,7 @@ from hotpatch import __version__
 from hotpatch.core.calendar import YearMonth
 from hotpatch.core.eligibility import image_eligibility
 from hotpatch.core.models import ImageRef, OsFamily
-from hotpatch.errors import HotpatchError
+from hotpatch.errors import AzureError, HotpatchError
 from hotpatch.export import read_rows
 from hotpatch.report import (
     calendar_json,
@@ -34,6 +40,9 @@ from hotpatch.settings import Settings
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+#: Azure refused or failed (access, throttling, outage), after every retry the policy allows.
+EXIT_AZURE = 3
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(HotpatchError):
@@ -199,6 +208,9 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         if args.command == "sandbox":
             return _sandbox(args, rules, console)
         return _evaluate(args, rules, console)
+    except AzureError as error:
+        print(f"hotpatch: azure: {error}", file=sys.stderr)
+        return EXIT_AZURE
     except HotpatchError as error:
         print(f"hotpatch: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -272,15 +284,16 @@ class _Target:
     inventory: Any
     scope: Any
     now: datetime
-    #: Builds the patch operations adapter for the same endpoint and identity.
-    patch_operations: Callable[[], Any]
+    #: Opens the patch operations adapter (and its credential) for the same endpoint.
+    patch_operations: Callable[[], AbstractAsyncContextManager[Any]]
 
 
 @contextmanager
 def _target(
     args: argparse.Namespace, settings: Settings, rules: Rules, console: Console
 ) -> Iterator[_Target]:
-    from hotpatch.azure.compute import ComputePatchOperations
+    """Everything opened for the target is closed when the command ends."""
+    from hotpatch.azure.compute import ARM_ENDPOINT, ComputePatchOperations
     from hotpatch.azure.credentials import (
         AsyncStaticTokenCredential,
         StaticTokenCredential,
@@ -289,42 +302,55 @@ def _target(
     )
     from hotpatch.azure.resource_graph import ResourceGraphInventory, Scope, resource_graph_client
 
-    def sandbox_target(base_url: str, ca: str, scope: Any, now: datetime) -> _Target:
-        client = resource_graph_client(
-            StaticTokenCredential(), base_url=base_url, connection_verify=ca
-        )
-        return _Target(
-            ResourceGraphInventory(client),
-            scope,
-            now,
-            lambda: ComputePatchOperations(
-                credential=AsyncStaticTokenCredential(), base_url=base_url, connection_verify=ca
-            ),
-        )
+    with ExitStack() as stack:
+        base_url: str | None = None
+        ca: str | None = None
+        scope = Scope(settings.subscriptions, settings.management_groups)
+        now = args.now or datetime.now(UTC)
+        identity = settings.managed_identity_client_id
+        if args.sandbox:
+            from hotpatch.sandbox.session import running_sandbox
 
-    if args.sandbox:
-        from hotpatch.sandbox.session import running_sandbox
-
-        with console.status(f"generating a {args.machines:,}-machine estate…"):
-            as_of, estate = _estate(args, rules)
-        with running_sandbox(estate) as sandbox:
+            with console.status(f"generating a {args.machines:,}-machine estate…"):
+                as_of, estate = _estate(args, rules)
+            sandbox = stack.enter_context(running_sandbox(estate))
             console.print(f"sandbox: {sandbox.base_url} (CA {sandbox.ca_path})", style="dim")
-            yield sandbox_target(sandbox.base_url, str(sandbox.ca_path), Scope(), args.now or as_of)
-        return
-    scope = Scope(settings.subscriptions, settings.management_groups)
-    now = args.now or datetime.now(UTC)
-    if args.sandbox_url:
-        if args.sandbox_ca is None:
-            raise UsageError("--sandbox-url needs --sandbox-ca (the path serve printed)")
-        yield sandbox_target(args.sandbox_url, str(args.sandbox_ca), scope, now)
-        return
-    identity = settings.managed_identity_client_id
-    yield _Target(
-        ResourceGraphInventory(resource_graph_client(azure_credential(identity))),
-        scope,
-        now,
-        lambda: ComputePatchOperations(credential=async_azure_credential(identity)),
-    )
+            base_url, ca, scope, now = (
+                sandbox.base_url,
+                str(sandbox.ca_path),
+                Scope(),
+                args.now or as_of,
+            )
+        elif args.sandbox_url:
+            if args.sandbox_ca is None:
+                raise UsageError("--sandbox-url needs --sandbox-ca (the path serve printed)")
+            if not args.sandbox_ca.is_file():
+                raise UsageError(f"--sandbox-ca {args.sandbox_ca}: no such file")
+            base_url, ca = args.sandbox_url, str(args.sandbox_ca)
+        sandboxed = base_url is not None
+        credential: Any = (
+            StaticTokenCredential()
+            if sandboxed
+            else stack.enter_context(azure_credential(identity))
+        )
+        client = stack.enter_context(
+            resource_graph_client(credential, base_url=base_url, connection_verify=ca)
+        )
+
+        @asynccontextmanager
+        async def patch_operations() -> AsyncIterator[Any]:
+            opened = AsyncStaticTokenCredential() if sandboxed else async_azure_credential(identity)
+            async with (
+                opened as async_credential,
+                ComputePatchOperations(
+                    credential=async_credential,
+                    base_url=base_url or ARM_ENDPOINT,
+                    connection_verify=ca or True,
+                ) as operations,
+            ):
+                yield operations
+
+        yield _Target(ResourceGraphInventory(client), scope, now, patch_operations)
 
 
 def _sweep(args: argparse.Namespace, settings: Settings, rules: Rules, console: Console) -> int:
@@ -355,26 +381,41 @@ def _assess(args: argparse.Namespace, settings: Settings, rules: Rules, console:
                 console.print(f"  … and {len(machines) - args.limit} more")
             return EXIT_OK
 
+        args.report_dir.mkdir(parents=True, exist_ok=True)
+        journal = args.report_dir / (
+            f"assess-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}.jsonl"
+        )
+        counts: Counter[str] = Counter()
+        resumable = 0
+
         async def assess(on_outcome: Callable[[Any], None]) -> Any:
             async with target.patch_operations() as operations:
                 return await operations.assess(machines, on_outcome=on_outcome)
 
-        outcomes = _with_progress(
-            console, f"assessing {len(machines)} machine(s)", len(machines), assess
-        )
-    journal = args.report_dir / f"assess-{target.now:%Y%m%dT%H%M%SZ}.json"
-    journal.write_text(
-        json.dumps([o.model_dump(mode="json") for o in outcomes], indent=1) + "\n",
-        encoding="utf-8",
-    )
-    counts = Counter(o.status.value for o in outcomes)
+        # One line per outcome, written as it comes: an interrupted run keeps what it learnt,
+        # including the resume tokens of operations still running.
+        with journal.open("x", encoding="utf-8") as lines:
+
+            def record(outcome: Any) -> None:
+                nonlocal resumable
+                lines.write(outcome.model_dump_json() + "\n")
+                lines.flush()
+                counts[outcome.status.value] += 1
+                resumable += bool(outcome.resumable)
+
+            try:
+                _with_progress(
+                    console, f"assessing {len(machines)} machine(s)", len(machines), assess, record
+                )
+            except KeyboardInterrupt:
+                console.print(f"[yellow]Interrupted; outcomes so far are in {journal}[/]")
+                return EXIT_INTERRUPTED
     console.print(
         "Assessments: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     )
-    resumable = [o for o in outcomes if o.resumable]
     if resumable:
         console.print(
-            f"[yellow]{len(resumable)} operation(s) still running; their resume tokens are in "
+            f"[yellow]{resumable} operation(s) still running; their resume tokens are in "
             f"{journal}[/]"
         )
     console.print(f"Outcomes: {journal}")
@@ -382,7 +423,11 @@ def _assess(args: argparse.Namespace, settings: Settings, rules: Rules, console:
 
 
 def _with_progress(
-    console: Console, label: str, total: int, run: Callable[[Callable[[Any], None]], Any]
+    console: Console,
+    label: str,
+    total: int,
+    run: Callable[[Callable[[Any], None]], Any],
+    each: Callable[[Any], None],
 ) -> Any:
     import asyncio
 
@@ -397,7 +442,12 @@ def _with_progress(
     )
     with progress:
         task = progress.add_task(label, total=total)
-        return asyncio.run(run(lambda _outcome: progress.advance(task)))
+
+        def heard(item: Any) -> None:
+            each(item)
+            progress.advance(task)
+
+        return asyncio.run(run(heard))
 
 
 def _run_sweep(

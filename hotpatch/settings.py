@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -94,7 +95,14 @@ class Settings(BaseModel):
             if not variable.startswith(PREFIX):
                 continue
             name = known.get(variable.removeprefix(PREFIX))
-            if name is not None and raw != "":
+            if name is None:
+                # A typo must not quietly widen a sweep to the whole tenant, say.
+                near = difflib.get_close_matches(
+                    variable, [PREFIX + k for k in known], n=1, cutoff=0.6
+                )
+                hint = f"; did you mean {near[0]}?" if near else ""
+                raise ConfigurationError(f"{variable}: not a hotpatch setting{hint}")
+            if raw != "":
                 values[name] = raw
         try:
             return cls.model_validate(values)

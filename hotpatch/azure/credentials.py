@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
-from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.credentials import AccessToken, AccessTokenInfo
+
+if TYPE_CHECKING:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+    from azure.identity.aio import DefaultAzureCredential as AioDefaultAzureCredential
+    from azure.identity.aio import ManagedIdentityCredential as AioManagedIdentityCredential
 
 #: Tokens are requested for Azure Resource Manager.
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -51,7 +55,9 @@ class AsyncStaticTokenCredential:
         return None
 
 
-def azure_credential(managed_identity_client_id: str | None = None) -> TokenCredential:
+def azure_credential(
+    managed_identity_client_id: str | None = None,
+) -> DefaultAzureCredential | ManagedIdentityCredential:
     """DefaultAzureCredential, or the user-assigned managed identity named by its client id."""
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
@@ -60,10 +66,12 @@ def azure_credential(managed_identity_client_id: str | None = None) -> TokenCred
     return DefaultAzureCredential()
 
 
-def async_azure_credential(managed_identity_client_id: str | None = None) -> AsyncTokenCredential:
+def async_azure_credential(
+    managed_identity_client_id: str | None = None,
+) -> AioDefaultAzureCredential | AioManagedIdentityCredential:
     """The async twin of `azure_credential`."""
-    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+    from azure.identity import aio
 
     if managed_identity_client_id:
-        return ManagedIdentityCredential(client_id=managed_identity_client_id)
-    return DefaultAzureCredential()
+        return aio.ManagedIdentityCredential(client_id=managed_identity_client_id)
+    return aio.DefaultAzureCredential()

@@ -193,12 +193,16 @@ class ResourceGraphInventory:
         self._quota = _QuotaWindow()
 
     def pages(self, scope: Scope, stats: InventoryStats) -> Iterator[list[dict[str, Any]]]:
+        counted = 0  # totals of the batches before this one (1000 subscriptions a query)
         for batch in scope.batches():
+            batch_total = 0
             for page, total in self._pages(batch, stats):
                 rows = [row for joined in page for row in export_rows(joined)]
                 stats.rows += len(rows)
-                stats.total_records = total
+                batch_total = total or batch_total
+                stats.total_records = counted + batch_total
                 yield rows
+            counted += batch_total
 
     def list_machines(
         self, scope: Scope, on_progress: ProgressCallback | None = None
@@ -252,6 +256,12 @@ class ResourceGraphInventory:
             stats.requests += 1
             try:
                 body, headers = self._send(request)
+            except ClientAuthenticationError as error:
+                # A subclass of HttpResponseError: it must be caught first.
+                raise AzureAccessError(
+                    f"could not sign in to Azure: {str(error).splitlines()[0]}; the identity "
+                    "needs Reader on the scope"
+                ) from error
             except HttpResponseError as error:
                 status = error.status_code or 0
                 headers = _headers_of(error)
@@ -286,8 +296,6 @@ class ResourceGraphInventory:
                 raise AzureUnavailableError(
                     f"Resource Graph answered {status}: {_message(error)}"
                 ) from error
-            except ClientAuthenticationError as error:
-                raise AzureAccessError(f"could not get a token for Azure: {error}") from error
             except (ServiceRequestError, ServiceResponseError) as error:
                 failures += 1
                 self._give_up_after(failures, "connection failure", error)

@@ -64,8 +64,8 @@ def test_yes_assesses_the_machines_due_and_a_second_run_finds_only_arc_left(
     dry = run(capsys, sandbox, tmp_path)
     due = [line.split()[-1] for line in dry.splitlines() if line.strip().startswith("would assess")]
     out = run(capsys, sandbox, tmp_path, "--yes")
-    (journal,) = (tmp_path / "reports").glob("assess-*.json")
-    outcomes = json.loads(journal.read_text())
+    (journal,) = (tmp_path / "reports").glob("assess-*.jsonl")
+    outcomes = [json.loads(line) for line in journal.read_text().splitlines()]
     assert sorted(o["machine_id"].casefold() for o in outcomes) == sorted(m.casefold() for m in due)
     by_status = {o["status"] for o in outcomes}
     assert by_status <= {"succeeded", "skipped"}
@@ -80,3 +80,33 @@ def test_yes_assesses_the_machines_due_and_a_second_run_finds_only_arc_left(
     assert sorted(m.casefold() for m in still_due) == sorted(
         o["machine_id"].casefold() for o in arc
     )
+
+
+def test_a_missing_ca_file_is_a_one_line_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["sweep", "--sandbox-url", "https://127.0.0.1:1", "--sandbox-ca", str(tmp_path / "no")]
+    assert main(argv, environ={}) == 2
+    _, err = capsys.readouterr()
+    assert err.strip() == f"hotpatch: error: --sandbox-ca {tmp_path / 'no'}: no such file"
+
+
+def test_an_unreachable_sandbox_is_an_azure_failure_with_exit_3(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, start_sandbox: Callable[..., Sandbox]
+) -> None:
+    sandbox = start_sandbox(None)
+    url, ca = sandbox.base_url, str(sandbox.ca_path)
+    sandbox.stop()  # nothing listens there any more: every retry meets a refused connection
+    argv = [
+        "sweep",
+        "--sandbox-url",
+        url,
+        "--sandbox-ca",
+        ca,
+        "--report-dir",
+        str(tmp_path),
+    ]
+    assert main(argv, environ={}) == 3
+    _, err = capsys.readouterr()
+    assert err.strip().startswith("hotpatch: azure: Resource Graph query failed")
+    assert len(err.strip().splitlines()) == 1

@@ -217,3 +217,43 @@ class TestResourceGraph:
         sandbox = start_sandbox(ESTATE, graph_quota=None)
         snapshot = adapter_for(sandbox).list_machines(Scope(management_groups=("root",)))
         assert len(machines_of(snapshot.rows)) == len(ESTATE.machine_ids())
+
+
+class _FailingCredential:
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token")
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        return self.get_token(*scopes)
+
+
+def test_a_failed_sign_in_is_an_access_error_naming_the_cause(
+    start_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = start_sandbox(ESTATE, graph_quota=None)
+    client = resource_graph_client(
+        _FailingCredential(), base_url=sandbox.base_url, connection_verify=str(sandbox.ca_path)
+    )
+    with pytest.raises(AzureAccessError, match=r"could not sign in.*failed to retrieve a token"):
+        ResourceGraphInventory(client).list_machines(Scope())
+
+
+def test_the_total_counts_every_batch_of_subscriptions(
+    start_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = start_sandbox(ESTATE, graph_quota=None)
+    real = sorted({str(r["subscriptionId"]) for r in ESTATE.resources})
+    # 1001 subscriptions: two queries, the second holding only the last real one.
+    fillers = tuple(f"00000000-0000-0000-0000-{n:012d}" for n in range(1001 - len(real)))
+    scope = Scope(subscriptions=(*real[:-1], *fillers, real[-1]))
+    stats = InventoryStats()
+    rows = [row for page in adapter_for(sandbox).pages(scope, stats) for row in page]
+    assert len(scope.batches()) == 2
+    assert stats.total_records == len(machines_of(rows)) + sum(
+        1
+        for r in ESTATE.resources
+        if "virtualmachinescalesets" in str(r["type"]).lower()
+        and (r.get("properties") or {}).get("orchestrationMode") == "Flexible"
+    )

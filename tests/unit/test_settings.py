@@ -88,3 +88,11 @@ def test_scopes_are_comma_separated_lists() -> None:
 def test_subscriptions_and_management_groups_together_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="not both"):
         Settings.from_env({"HOTPATCH_SUBSCRIPTIONS": "a", "HOTPATCH_MANAGEMENT_GROUPS": "m"})
+
+
+def test_an_unknown_setting_is_refused_with_the_likely_one() -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match="HOTPATCH_SUBSCRIPTION: not a hotpatch setting; did you mean HOTPATCH_SUBSCRIPTIONS",
+    ):
+        Settings.from_env({"HOTPATCH_SUBSCRIPTION": "abc"})
