@@ -15,8 +15,10 @@ domain words and returns one `OperationOutcome` per machine, whatever happened t
   operations of a large run would keep meeting 429s. So a pipeline policy paces every write
   attempt (retries included) to a configured budget, stops starting after the
   `x-ms-ratelimit-remaining-subscription-writes` header says the window is spent (then one
-  write at a time probes for the reset), and holds the subscription's new starts until a 429's
-  `Retry-After` has passed.
+  write at a time probes for the reset), and holds the subscription's new starts until a 429
+  answered to a write has passed its `Retry-After` (ARM budgets reads apart from writes, so a
+  throttled status poll holds nothing). A start waits for its pace before its request is handed
+  to the SDK, so cancelling a run while starts wait there sends nothing more.
 
 Azure Arc machines (`Microsoft.HybridCompute/machines`) take the same operations through the
 Hybrid Compute resource provider, which azure-mgmt-compute cannot address: they are `skipped`.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import math
 import ssl
 import time
@@ -111,6 +114,10 @@ WRITES_REMAINING_HEADER = "x-ms-ratelimit-remaining-subscription-writes"
 #: How long to hold a subscription after a 429 that names no Retry-After (ARM always does).
 _DEFAULT_THROTTLE_HOLD = 5.0
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The per-call option (and then pipeline context key) carrying a start's `_WritePermit`.
+_PERMIT = "hotpatch_write_permit"
+
+_log = logging.getLogger(__name__)
 
 Policy = AsyncHTTPPolicy[HttpRequest, AsyncHttpResponse]
 #: Builds the client of one subscription. It must add `policies` to the client's
@@ -187,9 +194,15 @@ class _Attempt:
     job: _Job
     tally: _Tally
     started: datetime
-    #: The start request was sent (the operation may exist even without an answer).
-    requested: bool = False
+    #: Leave to send the start request (a new operation; a resumed one sends none).
+    permit: _WritePermit | None = None
     poller: _Poller | None = None
+
+    @property
+    def requested(self) -> bool:
+        """The start request was sent and not refused with a 429: the operation may exist even
+        without an answer."""
+        return self.permit is not None and self.permit.sent and not self.permit.refused
 
 
 @dataclass(slots=True)
@@ -322,6 +335,11 @@ class ComputePatchOperations:
                 # token of an operation already started, before the cancellation goes on.
                 notify(on_outcome, self._cancelled(attempt))
                 raise
+            except Exception as error:
+                # Anything not foreseen (an answer the SDK cannot read, a bug) ends this
+                # machine's operation only: escaping, it would cancel every other machine's.
+                _log.exception("the %s of %s failed unexpectedly", job.operation, machine.id)
+                outcome = self._unexpected(attempt, error)
         notify(on_outcome, outcome)
         return outcome
 
@@ -341,22 +359,35 @@ class ComputePatchOperations:
 
     async def _operate(self, attempt: _Attempt) -> OperationOutcome:
         job = attempt.job
+        client = self._client(job.machine.subscription)
+        permit = None
         if job.earlier is None:
             attempt.started = self._clock()  # the wait for a slot is not the operation's time
-        client = self._client(job.machine.subscription)
-        attempt.requested = True
-        start = asyncio.create_task(self._begin(client, job, attempt.tally))
+            # Wait for the subscription's write pace here, before anything is handed to the
+            # SDK: a cancellation during the wait ends it cleanly, with nothing sent.
+            permit = attempt.permit = await self._pacer(job.machine.subscription.lower()).permit()
+        start = asyncio.create_task(self._begin(client, job, attempt.tally, permit))
+        if permit is not None:
+            # However the start ends, a permit it never spent goes back to the pacer.
+            start.add_done_callback(permit.release_after)
         try:
             attempt.poller = poller = await asyncio.shield(start)
         except asyncio.CancelledError:
-            # The start request is out: let it land, so that an operation it started is
+            if permit is not None:
+                # Not sent yet, or refused and waiting to be retried: send nothing more.
+                permit.abandoned = True
+            # A start request on the wire is let land, so that an operation it started is
             # reported with its resume token instead of being lost with the cancelled run.
-            with contextlib.suppress(AzureError, ValueError):
+            with contextlib.suppress(Exception):
                 attempt.poller = await start
             raise
         except AzureError as error:
             return self._refused(attempt, error)
-        except ValueError as error:  # a resume token that does not decode
+        except ValueError as error:
+            if job.earlier is None:
+                raise  # not a token's fault: the last resort in `_one` reports it
+            # DeserializationError is a ValueError too, but resuming reads nothing from Azure
+            # before the poller exists: this is the token that does not decode.
             return self._outcome(attempt, OutcomeStatus.ERROR, "InvalidResumeToken", str(error))
         timeout = self.limits.operation_timeout
         try:
@@ -373,12 +404,20 @@ class ComputePatchOperations:
             return self._polling_failed(attempt, error)
         return self._finished(attempt, result)
 
-    async def _begin(self, client: ComputeManagementClient, job: _Job, tally: _Tally) -> _Poller:
+    async def _begin(
+        self,
+        client: ComputeManagementClient,
+        job: _Job,
+        tally: _Tally,
+        permit: _WritePermit | None,
+    ) -> _Poller:
         machine, operations = job.machine, client.virtual_machines
         options: dict[str, Any] = {
             "raw_response_hook": tally.observe,
             "polling_interval": self.limits.poll_interval.total_seconds(),
         }
+        if permit is not None:
+            options[_PERMIT] = permit
         if job.earlier is not None:
             options["continuation_token"] = job.earlier.resume_token
         group, name = machine.resource_group, machine.name
@@ -478,7 +517,15 @@ class ComputePatchOperations:
                 "Cancelled",
                 "the run was cancelled before the operation finished; resume it with its token",
             )
-        token = earlier.resume_token if earlier else None
+        if earlier is not None:
+            return self._outcome(
+                attempt,
+                OutcomeStatus.SKIPPED,
+                "Cancelled",
+                "the run was cancelled before it followed this operation again; resume it with "
+                "its token",
+                resume_token=earlier.resume_token,
+            )
         if attempt.requested:
             return self._outcome(
                 attempt,
@@ -486,15 +533,24 @@ class ComputePatchOperations:
                 "Cancelled",
                 "the run was cancelled while the start request was out: the operation may or "
                 "may not have started",
-                resume_token=token,
             )
         return self._outcome(
             attempt,
             OutcomeStatus.SKIPPED,
             "Cancelled",
             "the run was cancelled before this machine's operation was started",
-            resume_token=token,
         )
+
+    def _unexpected(self, attempt: _Attempt, error: Exception) -> OperationOutcome:
+        code, text = type(error).__name__, str(error).strip()
+        message = text.splitlines()[0] if text else f"the operation failed with {code}"
+        if attempt.poller is not None:
+            # The operation was started and may still run: keep its token so it is not lost.
+            with contextlib.suppress(Exception):
+                return self._unfinished(attempt, OutcomeStatus.ERROR, code, message)
+        earlier = attempt.job.earlier
+        token = earlier.resume_token if earlier else None
+        return self._outcome(attempt, OutcomeStatus.ERROR, code, message, resume_token=token)
 
     def _refused(self, attempt: _Attempt, error: AzureError) -> OperationOutcome:
         code, message = _error_details(error)
@@ -627,8 +683,10 @@ class _WritePacer:
 
     Three rules, the strictest wins: no more than the budget in any window (a sliding log of
     send times); after ARM said the window is spent (remaining writes, less the writes still
-    unanswered, at 0), one write at a time until one is accepted again; after a 429, nothing
-    until its Retry-After has passed.
+    unanswered, at 0), one write at a time until one is accepted again; after a 429 answered
+    to a write, nothing until its Retry-After has passed. A 429 answered to a read (a status
+    poll) spends ARM's read budget, not the write budget: it is recorded and holds nothing;
+    azure-core's retry policy waits it out for that request.
     """
 
     def __init__(
@@ -668,6 +726,7 @@ class _WritePacer:
 
     async def before_write(self) -> None:
         # One writer at a time decides, in arrival order, so the budget is never overdrawn.
+        # Cancelled while waiting, it has counted nothing.
         async with self._turn:
             await self.ready()
             self._in_flight += 1
@@ -676,14 +735,21 @@ class _WritePacer:
             if self._left is not None:
                 self._left -= 1
 
+    async def permit(self) -> _WritePermit:
+        """Wait for the pace and count one write, as `before_write`, for a request not yet
+        handed to the SDK: its first attempt spends the permit instead of waiting again."""
+        await self.before_write()
+        return _WritePermit(self)
+
     def observe(self, status: int, headers: Mapping[str, str], write: bool) -> None:
         if write:
             self._in_flight -= 1
         if status == 429:
             retry_after = _retry_after(headers)
-            self._hold_until = max(self._hold_until, time.monotonic() + retry_after)
-            # After the hold ARM opens a new window: what it said before no longer holds.
-            self._left = None
+            if write:
+                self._hold_until = max(self._hold_until, time.monotonic() + retry_after)
+                # After the hold ARM opens a new window: what it said before no longer holds.
+                self._left = None
             self._on_throttle(self._subscription, retry_after, write)
         elif write:
             remaining = _int_header(headers, WRITES_REMAINING_HEADER)
@@ -693,7 +759,8 @@ class _WritePacer:
         self._changed.set()
 
     def write_lost(self) -> None:
-        """A write got no answer at all (connection error, cancellation)."""
+        """A write counted by `before_write` got no answer at all (connection error,
+        cancellation) or was never sent."""
         self._in_flight -= 1
         self._changed.set()
 
@@ -702,6 +769,43 @@ class _WritePacer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(None if math.isinf(delay) else delay):
                 await self._changed.wait()
+
+
+class _WritePermit:
+    """One start request's leave to go, taken from the pacer before the request is handed to
+    the SDK, and what became of the request since.
+
+    The request's first attempt spends it; retries are paced on their own. A permit never
+    spent goes back to the pacer (`release`). Once `abandoned` (the run was cancelled), an
+    attempt not yet sent is not sent at all.
+    """
+
+    def __init__(self, pacer: _WritePacer) -> None:
+        self._pacer = pacer
+        self._held = True
+        self.abandoned = False
+        #: An attempt was handed to the transport.
+        self.sent = False
+        #: The latest answer was a 429: no operation was started by it.
+        self.refused = False
+
+    def spend(self) -> bool:
+        """True for the attempt that spends the permit; False once spent or released."""
+        held, self._held = self._held, False
+        return held
+
+    def release(self) -> None:
+        """Give an unspent permit back (its write was counted but is not sent)."""
+        if self.spend():
+            self._pacer.write_lost()
+
+    def release_after(self, _: object) -> None:
+        """`release`, as a done callback of the task sending the request."""
+        self.release()
+
+
+class _StartAbandonedError(Exception):
+    """A start request of a cancelled run is not sent (a first attempt, or a retry)."""
 
 
 class _PacingPolicy(AsyncHTTPPolicy[HttpRequest, AsyncHttpResponse]):
@@ -715,8 +819,17 @@ class _PacingPolicy(AsyncHTTPPolicy[HttpRequest, AsyncHttpResponse]):
         self, request: PipelineRequest[HttpRequest]
     ) -> PipelineResponse[HttpRequest, AsyncHttpResponse]:
         write = request.http_request.method.upper() not in _READ_METHODS
+        permit = _permit_of(request)
         if write:
-            await self._pacer.before_write()
+            if permit is not None and permit.abandoned:
+                permit.release()
+                raise _StartAbandonedError(
+                    "the run was cancelled before this start request was sent"
+                )
+            if permit is None or not permit.spend():
+                await self._pacer.before_write()
+            if permit is not None:
+                permit.sent = True
         try:
             response = await self.next.send(request)
         except BaseException:
@@ -725,7 +838,20 @@ class _PacingPolicy(AsyncHTTPPolicy[HttpRequest, AsyncHttpResponse]):
             raise
         answer = response.http_response
         self._pacer.observe(answer.status_code, answer.headers, write)
+        if write and permit is not None:
+            permit.refused = answer.status_code == 429
         return response
+
+
+def _permit_of(request: PipelineRequest[HttpRequest]) -> _WritePermit | None:
+    """The start's permit: given as a per-call option (which must not reach the transport),
+    kept in the pipeline context for the request's retries. Status polls carry it too."""
+    permit = request.context.options.pop(_PERMIT, None)
+    if isinstance(permit, _WritePermit):
+        request.context[_PERMIT] = permit
+        return permit
+    kept = request.context.get(_PERMIT)
+    return kept if isinstance(kept, _WritePermit) else None
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:

@@ -353,8 +353,11 @@ def skipped_arc(machine: MachineRef, operation: OperationKind, now: datetime) ->
 class Scripted:
     """One scripted answer of the fake for one machine. Unset counts stay None.
 
-    A `TIMED_OUT` answer gets a resume token from the fake; resuming it plays the machine's
-    next scripted answer for the same operation (or a plain success).
+    The fake gives a resume token where the real adapter keeps one: to a `TIMED_OUT` answer,
+    and to a `THROTTLED` or `ERROR` answer that is `unfinished` (the operation was started and
+    the run did not see it end: polling failed, or the run was cancelled, error code
+    "Cancelled"). Resuming plays the machine's next scripted answer for the same operation (or
+    a plain success).
     """
 
     status: OutcomeStatus = OutcomeStatus.SUCCEEDED
@@ -370,6 +373,19 @@ class Scripted:
     pending: int | None = None
     reboot_status: RebootStatus | None = None
     maintenance_window_exceeded: bool | None = None
+    #: The operation was started and may still run (always so for `TIMED_OUT`).
+    unfinished: bool = False
+
+    def __post_init__(self) -> None:
+        if self.unfinished and self.status not in _MAY_BE_UNFINISHED:
+            raise ValueError(
+                f"a {self.status} outcome is never left unfinished by the real adapter: only "
+                "timed_out, throttled and error ones carry a resume token"
+            )
+
+    @property
+    def resumable(self) -> bool:
+        return self.unfinished or self.status is OutcomeStatus.TIMED_OUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,12 +446,17 @@ class FakePatchOperations:
         self, outcomes: Sequence[OperationOutcome], *, on_outcome: OutcomeCallback | None = None
     ) -> list[OperationOutcome]:
         resumable_only(outcomes)
+        distinct_machines([o.machine for o in outcomes])
         self.calls.append(RecordedCall("resume", tuple(o.machine_id for o in outcomes)))
         results = []
         for earlier in outcomes:
             answer = self._next(earlier.machine, earlier.operation)
             outcome = self._outcome(earlier.machine, earlier.operation, answer, earlier.started)
-            outcome = outcome.model_copy(update={"attempts": earlier.attempts})
+            # As the real adapter counts: resuming sends no start request; 429s add up.
+            throttled = earlier.throttled_answers + answer.throttled_answers
+            outcome = outcome.model_copy(
+                update={"attempts": earlier.attempts, "throttled_answers": throttled}
+            )
             notify(on_outcome, outcome)
             results.append(outcome)
         return results
@@ -465,7 +486,7 @@ class FakePatchOperations:
         self, machine: MachineRef, operation: OperationKind, answer: Scripted, started: datetime
     ) -> OperationOutcome:
         token = None
-        if answer.status is OutcomeStatus.TIMED_OUT:
+        if answer.resumable:
             self._tokens += 1
             token = f"fake:{operation}:{machine.key}:{self._tokens}"
         finished = answer.status in _FINISHED
@@ -500,6 +521,10 @@ class FakePatchOperations:
         )
 
 
+#: Statuses the real adapter gives to an operation it started and did not see end.
+_MAY_BE_UNFINISHED = frozenset(
+    {OutcomeStatus.TIMED_OUT, OutcomeStatus.THROTTLED, OutcomeStatus.ERROR}
+)
 #: Statuses after which Azure reports a result body (counts, reboot status).
 _FINISHED = frozenset(
     {OutcomeStatus.SUCCEEDED, OutcomeStatus.COMPLETED_WITH_WARNINGS, OutcomeStatus.FAILED}

@@ -313,6 +313,112 @@ async def test_cancelling_a_batch_reports_every_started_operation_with_its_resum
     assert {o.status for o in resumed} == {OutcomeStatus.SUCCEEDED}
 
 
+async def test_cancelling_a_batch_while_starts_wait_for_the_write_pace_sends_none_of_them(
+    start: Start, clock: ManualClock
+) -> None:
+    clock.freeze()
+    names = [f"vm-{i}" for i in range(8)]
+    sandbox = start(vms(*names), operation_latency_seconds=5.0, write_quota=None)
+    # Three starts spend the budget; the other five wait for the window to pass.
+    paced = Limits(
+        poll_interval=timedelta(seconds=0.01),
+        write_budget=WriteBudget(3, timedelta(seconds=6), margin=timedelta(0)),
+    )
+    heard: list[OperationOutcome] = []
+    async with adapter(sandbox, clock, paced) as operations:
+        batch = asyncio.create_task(
+            operations.assess([machine(n) for n in names], on_outcome=heard.append)
+        )
+        await wait_until(lambda: sandbox.counters().operations_started == 3)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+
+    assert sandbox.counters().requests["compute.assessPatches"] == 3
+    assert sandbox.counters().operations_started == 3
+    started = [o for o in heard if o.resume_token]
+    waiting = [o for o in heard if not o.resume_token]
+    assert {(o.status, o.error_code) for o in started} == {(OutcomeStatus.ERROR, "Cancelled")}
+    assert len(started) == 3
+    assert {(o.status, o.error_code, o.attempts) for o in waiting} == {
+        (OutcomeStatus.SKIPPED, "Cancelled", 0)
+    }
+    assert len(waiting) == 5
+
+
+class UnreadableRetryAfter(AsyncHTTPPolicy[HttpRequest, AsyncHttpResponse]):
+    """A per-retry policy spoiling the `Retry-After` of one method's 202 answers, so that the
+    SDK fails reading them with an error that is no AzureError."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__()
+        self.method = method
+
+    async def send(
+        self, request: PipelineRequest[HttpRequest]
+    ) -> PipelineResponse[HttpRequest, AsyncHttpResponse]:
+        response = await self.next.send(request)
+        answer = response.http_response
+        if request.http_request.method == self.method and answer.status_code == 202:
+            answer.headers["Retry-After"] = "soon"
+        return response
+
+
+def spoiled_in_sub_b(sandbox: Sandbox, method: str) -> Callable[..., ComputeManagementClient]:
+    """Clients for the sandbox; SUB_B's answers to `method` cannot be read."""
+
+    def client(subscription: str, policies: Sequence[Policy]) -> ComputeManagementClient:
+        extra = [UnreadableRetryAfter(method)] if subscription == SUB_B else []
+        return ComputeManagementClient(
+            AsyncStaticToken(),
+            subscription,
+            base_url=sandbox.base_url,
+            connection_verify=str(sandbox.ca_path),
+            per_retry_policies=[*policies, *extra],
+        )
+
+    return client
+
+
+async def test_a_start_answer_the_sdk_cannot_read_is_an_error_of_that_machine_not_a_bad_token(
+    start: Start, clock: ManualClock
+) -> None:
+    sandbox = start(Estate([vm_row("vm-1"), vm_row("vm-2", subscription=SUB_B)], [], []))
+    async with ComputePatchOperations(
+        client_factory=spoiled_in_sub_b(sandbox, "POST"), limits=QUICK, clock=clock.now
+    ) as operations:
+        fine, unread = await operations.assess([machine("vm-1"), machine("vm-2", SUB_B)])
+    assert fine.status is OutcomeStatus.SUCCEEDED
+    assert unread.status is OutcomeStatus.ERROR
+    assert unread.error_code == "ValueError"  # not "InvalidResumeToken": no token was read
+    assert unread.attempts == 1
+
+
+async def test_a_poll_answer_the_sdk_cannot_read_ends_only_that_machines_operation(
+    start: Start, clock: ManualClock
+) -> None:
+    clock.freeze()  # the operations run until the clock moves: every poll answers 202
+    sandbox = start(
+        Estate([vm_row("vm-1"), vm_row("vm-2", subscription=SUB_B)], [], []),
+        operation_latency_seconds=5.0,
+    )
+    impatient = Limits(
+        poll_interval=timedelta(seconds=0.01), operation_timeout=timedelta(seconds=0.5)
+    )
+    async with ComputePatchOperations(
+        client_factory=spoiled_in_sub_b(sandbox, "GET"), limits=impatient, clock=clock.now
+    ) as operations:
+        running, unread = await operations.assess([machine("vm-1"), machine("vm-2", SUB_B)])
+    assert running.status is OutcomeStatus.TIMED_OUT
+    assert (unread.status, unread.error_code) == (OutcomeStatus.ERROR, "ValueError")
+    assert unread.resume_token is not None
+
+    clock.advance(5.0)
+    async with adapter(sandbox, clock) as later:
+        resumed = await later.resume([running, unread])
+    assert {o.status for o in resumed} == {OutcomeStatus.SUCCEEDED}
+
+
 # -- throttling and bounds ------------------------------------------------------------------------
 
 
@@ -333,6 +439,58 @@ async def test_a_burst_of_write_throttling_is_waited_out_and_counted(
     assert throttled > 0
     assert sum(o.retries for o in outcomes) == throttled
     assert {(e.subscription, e.write) for e in events} == {(SUB_A, True)}
+
+
+class ThrottledFirstPoll(AsyncHTTPPolicy[HttpRequest, AsyncHttpResponse]):
+    """A per-retry policy turning the first status poll's answer into a long read 429."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttled = False
+
+    async def send(
+        self, request: PipelineRequest[HttpRequest]
+    ) -> PipelineResponse[HttpRequest, AsyncHttpResponse]:
+        response = await self.next.send(request)
+        if request.http_request.method == "GET" and not self.throttled:
+            self.throttled = True
+            response.http_response.status_code = 429
+            response.http_response.headers["Retry-After"] = "3600"
+        return response
+
+
+async def test_a_throttled_status_poll_does_not_hold_the_subscriptions_starts(
+    start: Start, clock: ManualClock
+) -> None:
+    sandbox = start(vms("vm-1", "vm-2"))
+
+    def client(subscription: str, policies: Sequence[Policy]) -> ComputeManagementClient:
+        return ComputeManagementClient(
+            AsyncStaticToken(),
+            subscription,
+            base_url=sandbox.base_url,
+            connection_verify=str(sandbox.ca_path),
+            per_retry_policies=[*policies, ThrottledFirstPoll()],
+            retry_total=0,  # the poll's 429 ends its operation's run instead of a long wait
+        )
+
+    async with ComputePatchOperations(
+        client_factory=client, limits=QUICK, clock=clock.now
+    ) as operations:
+        [throttled] = await operations.assess([machine("vm-1")])
+        # ARM budgets reads apart from writes: the next start need not wait an hour.
+        next_batch = asyncio.create_task(operations.assess([machine("vm-2")]))
+        try:
+            await wait_until(next_batch.done)
+        finally:
+            next_batch.cancel()
+        [started] = next_batch.result()
+        events = operations.throttle_events()
+
+    assert throttled.status is OutcomeStatus.THROTTLED
+    assert throttled.resume_token is not None
+    assert started.status is OutcomeStatus.SUCCEEDED
+    assert [(e.subscription, e.write) for e in events] == [(SUB_A, False)]
 
 
 async def test_pacing_keeps_a_batch_inside_the_subscription_write_quota(
@@ -476,6 +634,21 @@ async def test_a_batch_naming_a_machine_twice_is_refused_before_anything_starts(
     twice = [machine("vm-1"), MachineRef.parse(machine("vm-1").id.upper())]
     with pytest.raises(ValueError, match="more than once"):
         await implementation.assess(twice)
+
+
+async def test_resuming_a_machine_twice_in_one_batch_is_refused_before_anything_starts(
+    implementation: PatchOperations, clock: ManualClock
+) -> None:
+    unfinished = OperationOutcome(
+        machine_id=machine("vm-1").id,
+        operation=OperationKind.ASSESS,
+        status=OutcomeStatus.TIMED_OUT,
+        started=clock.now(),
+        finished=clock.now(),
+        resume_token="token",
+    )
+    with pytest.raises(ValueError, match="more than once"):
+        await implementation.resume([unfinished, unfinished])
 
 
 async def test_resuming_an_outcome_that_has_no_token_is_refused(

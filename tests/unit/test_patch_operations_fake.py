@@ -111,6 +111,72 @@ async def test_a_timed_out_answer_carries_a_token_and_resuming_plays_the_next_an
     assert not finished.resumable
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Scripted(OutcomeStatus.THROTTLED, error_code="TooManyRequests", unfinished=True),
+        Scripted(OutcomeStatus.ERROR, error_code="Cancelled", unfinished=True),
+    ],
+)
+async def test_an_operation_polling_failed_on_or_cancelled_carries_a_token_as_the_real_one_does(
+    answer: Scripted,
+) -> None:
+    operations = fake().script(VM_1, OperationKind.ASSESS, answer, Scripted(other=3))
+    [unfinished] = await operations.assess(refs(VM_1))
+    assert unfinished.resumable
+    [finished] = await operations.resume([unfinished])
+    assert (finished.status, finished.other) == (OutcomeStatus.SUCCEEDED, 3)
+
+
+async def test_a_start_refused_with_throttling_or_an_error_has_no_token_as_in_the_real_one() -> (
+    None
+):
+    operations = fake().script(
+        VM_1, OperationKind.ASSESS, Scripted(OutcomeStatus.THROTTLED), Scripted(OutcomeStatus.ERROR)
+    )
+    [throttled] = await operations.assess(refs(VM_1))
+    [refused] = await operations.assess(refs(VM_1))
+    assert not throttled.resumable
+    assert not refused.resumable
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        OutcomeStatus.SUCCEEDED,
+        OutcomeStatus.FAILED,
+        OutcomeStatus.NOT_FOUND,
+        OutcomeStatus.CONFLICT,
+        OutcomeStatus.SKIPPED,
+    ],
+)
+def test_an_answer_the_real_adapter_never_leaves_unfinished_cannot_be_scripted_so(
+    status: OutcomeStatus,
+) -> None:
+    with pytest.raises(ValueError, match="never left unfinished"):
+        Scripted(status, unfinished=True)
+
+
+async def test_resuming_adds_the_throttling_met_while_polling_and_no_start_attempts() -> None:
+    operations = fake().script(
+        VM_1,
+        OperationKind.ASSESS,
+        Scripted(OutcomeStatus.TIMED_OUT, attempts=2, throttled_answers=1),
+        Scripted(attempts=1, throttled_answers=2),
+    )
+    [running] = await operations.assess(refs(VM_1))
+    [finished] = await operations.resume([running])
+    assert (finished.attempts, finished.throttled_answers) == (2, 3)
+
+
+async def test_resuming_a_machine_twice_in_one_batch_is_refused() -> None:
+    operations = fake().script(VM_1, OperationKind.ASSESS, Scripted(OutcomeStatus.TIMED_OUT))
+    [running] = await operations.assess(refs(VM_1))
+    with pytest.raises(ValueError, match="vm-1 appears more than once"):
+        await operations.resume([running, running])
+    assert operations.operations_on(VM_1) == ["assess"]
+
+
 async def test_arc_machines_are_skipped_as_the_real_adapter_skips_them() -> None:
     [outcome] = await fake().assess(refs(ARC_1))
     assert (outcome.status, outcome.message) == (OutcomeStatus.SKIPPED, ARC_NOT_SUPPORTED)
