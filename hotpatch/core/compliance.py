@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 
 from hotpatch.core.calendar import Calendar, ReleaseSlot, grace_deadline
 from hotpatch.core.eligibility import eligibility
@@ -23,9 +24,11 @@ from hotpatch.core.models import (
     MachineKind,
     MalformedMachine,
     OsFamily,
+    Profile,
     Reason,
     State,
     Verdict,
+    machine_profile,
 )
 from hotpatch.core.policy import Policy
 
@@ -107,52 +110,72 @@ class Evaluator:
             return Verdict(
                 machine, Decision(State.UNKNOWN, Action.INVESTIGATE, (reason,), False, None)
             )
+        return self._judge(machine, machine_profile(machine), assessment, installation)
+
+    def evaluate_all(self, inventory: ParsedInventory) -> list[Verdict]:
+        """Every machine of a parsed inventory, joined with its patch summaries."""
+        machines, assessments, installations = (
+            inventory.machines,
+            inventory.assessments,
+            inventory.installations,
+        )
+        profiles = inventory.profiles
+        if len(profiles) != len(machines):
+            profiles = [None] * len(machines)  # not built by parse_rows: profiled one by one
+        judge, evaluate = self._judge, self.evaluate
+        return [
+            evaluate(machine)
+            if type(machine) is MalformedMachine
+            else judge(
+                machine,  # type: ignore[arg-type]
+                profile or machine_profile(machine),  # type: ignore[arg-type]
+                assessments.get(machine.id),
+                installations.get(machine.id),
+            )
+            for machine, profile in zip(machines, profiles, strict=True)
+        ]
+
+    def _judge(
+        self,
+        machine: Machine,
+        profile: Profile,
+        assessment: AssessmentSummary | None,
+        installation: InstallationSummary | None,
+    ) -> Verdict:
+        """The hot path: one key of every fact a rule reads, and one decision per key."""
         restart_required = installation is not None and _install_needs_restart(
             assessment, installation
         )
-        verdict_of_eligibility = self._eligibility(machine)
-        # Everything a rule reads; the eligibility by identity: it is cached, so alive and
-        # unique, and hashing it deeply would be slow.
-        facts: tuple[object, ...] = (
-            id(verdict_of_eligibility),
-            machine.kind,
-            machine.power_state,
-            machine.arc_status,
-            machine.os_version,
-            restart_required,
-        )
-        if assessment is not None:
-            last = assessment.last_modified
-            facts += (
+        if assessment is None:
+            facts: tuple[object, ...] = (profile, restart_required)
+        else:
+            # One C call for the fields: pydantic attribute access takes CPython's slow path.
+            last, status, critical, security, reboot = _assessment_facts(assessment.__dict__)
+            facts = (
+                profile,
+                restart_required,
                 last is None,
                 last is not None and last < self._stale_before,
-                assessment.status,
-                assessment.critical,
-                assessment.security,
-                assessment.reboot_pending,
+                status,
+                critical,
+                security,
+                reboot,
             )
         decision = self._decisions.get(facts)
         if decision is None:
             # A verdict depends on these facts alone, and a fleet shares few combinations of
             # them: decide each combination once.
-            decision = self._decide(machine, verdict_of_eligibility, assessment, restart_required)
+            decision = self._decide(
+                machine, self._eligibility(machine, profile), assessment, restart_required
+            )
             self._decisions[facts] = decision
         tags = machine.tags
         return Verdict(machine, decision, assessment, tags.get(self._ring_tag) if tags else None)
 
-    def evaluate_all(self, inventory: ParsedInventory) -> list[Verdict]:
-        """Every machine of a parsed inventory, joined with its patch summaries."""
-        assessments, installations = inventory.assessments, inventory.installations
-        return [
-            self.evaluate(machine, assessments.get(machine.id), installations.get(machine.id))
-            for machine in inventory.machines
-        ]
-
-    def _eligibility(self, machine: Machine) -> Eligibility:
-        key = _eligibility_facts(machine)
-        found = self._eligibilities.get(key)
+    def _eligibility(self, machine: Machine, profile: Profile) -> Eligibility:
+        found = self._eligibilities.get(profile)
         if found is None:
-            found = self._eligibilities[key] = eligibility(machine, self.images, self.policy)
+            found = self._eligibilities[profile] = eligibility(machine, self.images, self.policy)
         return found
 
     def _decide(
@@ -332,27 +355,7 @@ class Evaluator:
         return Action.INSTALL_HOTPATCH
 
 
-def _eligibility_facts(machine: Machine) -> tuple[object, ...]:
-    """Every field of a machine that eligibility reads."""
-    return (
-        machine.kind,
-        machine.os_type,
-        machine.os_version if machine.kind is MachineKind.ARC else None,
-        machine.image_publisher,
-        machine.image_offer,
-        machine.image_sku,
-        machine.image_id,
-        machine.shared_gallery_image_id,
-        machine.community_gallery_image_id,
-        machine.image_version is None,
-        machine.patch_mode,
-        machine.enable_hotpatching,
-        machine.provision_vm_agent,
-        machine.orchestration_mode,
-        machine.arc_os_sku,
-        machine.hotpatch_enablement_status,
-        machine.hotpatch_subscription_status,
-    )
+_assessment_facts = itemgetter("last_modified", "status", "critical", "security", "reboot_pending")
 
 
 def _install_needs_restart(

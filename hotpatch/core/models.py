@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from operator import itemgetter
 from typing import Annotated, NamedTuple
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
@@ -192,6 +193,30 @@ class Machine(Record):
             shared_gallery_image_id=self.shared_gallery_image_id,
             community_gallery_image_id=self.community_gallery_image_id,
         )
+
+
+#: The fields that say *which* machine it is rather than *what* it is. No rule reads them.
+IDENTITY_FIELDS = frozenset({"id", "name", "subscription_id", "tags"})
+
+#: What a machine is: every field but its identity (see `machine_profile`).
+Profile = tuple[object, ...]
+_PROFILE_FIELDS = itemgetter(
+    *(name for name in Machine.model_fields if name not in IDENTITY_FIELDS | {"image_version"})
+)
+
+
+def machine_profile(machine: Machine) -> Profile:
+    """Every fact about a machine that a rule may read, as one hashable tuple.
+
+    Machines with equal profiles get equal eligibility and, given equal patch summaries, equal
+    decisions: a fleet has few profiles, so the evaluator decides each once. The image version
+    counts only as present or absent (rules read no more of it).
+
+    Read through `__dict__` in one C call: attribute access on pydantic models takes CPython's
+    slow path (BaseModel defines `__getattr__`), and this runs once per machine.
+    """
+    fields = machine.__dict__
+    return (*_PROFILE_FIELDS(fields), fields["image_version"] is None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hotpatch.core import eligibility as eligibility_module
 from hotpatch.core.calendar import Calendar, MonthOverride, YearMonth
 from hotpatch.core.compliance import Evaluator, summarize
-from hotpatch.core.inventory import parse_rows
-from hotpatch.core.models import Action, MonthKind, OsFamily, State, Verdict
+from hotpatch.core.inventory import ParsedInventory, parse_rows
+from hotpatch.core.models import IDENTITY_FIELDS, Action, MonthKind, OsFamily, State, Verdict
 from hotpatch.core.policy import Policy
 from hotpatch.data import shipped_image_catalog, shipped_release_catalog
+from hotpatch.sandbox.estate import EstateSpec, generate_estate
 from tests.builders import (
     LATER,
     NOW,
@@ -305,3 +309,75 @@ def test_an_allowed_preview_image_without_a_build_is_unknown_not_compliant() -> 
     allow = Policy(allow_preview_images=True)
     verdict = one(vm_row(image=PREVIEW_NO_YEAR, build=None), policy=allow)
     assert (verdict.state, codes(verdict)) == (State.UNKNOWN, ["missing_image_data"])
+
+
+@pytest.mark.parametrize(
+    "as_of",
+    [
+        datetime(2026, 5, 19, 12, 0, tzinfo=UTC),  # a week after a release: grace just over
+        datetime(2026, 5, 13, 9, 0, tzinfo=UTC),  # the day after one: inside the grace period
+        datetime(2026, 4, 2, 18, 0, tzinfo=UTC),  # mid-cycle, after a baseline month
+    ],
+)
+def test_sharing_decisions_across_a_fleet_changes_no_verdict(as_of: datetime) -> None:
+    """One evaluator decides each combination of facts once and reuses it: every machine must
+    still get exactly the decision an evaluator that has seen only that machine gives it."""
+    releases = shipped_release_catalog()
+    estate = generate_estate(EstateSpec(machines=1_500, seed=as_of.day, as_of=as_of), releases)
+    inventory = parse_rows(estate.rows())
+    rules = (shipped_image_catalog(), Calendar(releases), Policy())
+    shared = Evaluator(*rules, as_of).evaluate_all(inventory)
+    assert len({verdict.state for verdict in shared}) >= 7  # a varied fleet, not one case
+    for verdict in shared:
+        key = verdict.id
+        alone = Evaluator(*rules, as_of).evaluate(
+            verdict.machine, inventory.assessments.get(key), inventory.installations.get(key)
+        )
+        assert alone.decision == verdict.decision, verdict.name
+
+
+def test_preview_machines_on_different_releases_are_each_judged_by_their_own_build() -> None:
+    allow = Policy(allow_preview_images=True)
+    ws2022, ws2025 = evaluate(
+        vm_row("a", image=PREVIEW_NO_YEAR, build=DEC_2025),
+        vm_row("b", image=PREVIEW_NO_YEAR, build="10.0.26100.32313"),
+        policy=allow,
+    )
+    assert ws2022.os is OsFamily.WS2022
+    assert ws2025.os is OsFamily.WS2025
+
+
+def test_an_inventory_built_by_hand_is_judged_like_a_parsed_one() -> None:
+    rows = [*healthy("a"), *healthy("b", build=DEC_2025)]
+    parsed = parse_rows(rows)
+    by_hand = ParsedInventory(parsed.machines, parsed.assessments, parsed.installations)
+    evaluator = Evaluator(
+        shipped_image_catalog(), Calendar(shipped_release_catalog()), Policy(), NOW
+    )
+    assert [v.decision for v in evaluator.evaluate_all(by_hand)] == [
+        v.decision for v in evaluate(*rows)
+    ]
+
+
+def _identity_reads(tree: ast.AST) -> list[str]:
+    return [
+        f"line {node.lineno}: machine.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "machine"
+        and node.attr in IDENTITY_FIELDS
+    ]
+
+
+def test_no_rule_reads_which_machine_it_is_only_what_it_is() -> None:
+    """Decisions are shared by machines with equal profiles, which leave out the identity: a
+    rule that read a machine's name, subscription or tags would judge a whole fleet by one."""
+    core = Path(eligibility_module.__file__).parent
+    rules = ast.parse((core / "eligibility.py").read_text())
+    compliance = ast.parse((core / "compliance.py").read_text())
+    joins = {"evaluate_all", "_judge"}  # where a verdict is assembled: id, tags for the ring
+    for node in ast.walk(compliance):
+        if isinstance(node, ast.FunctionDef) and node.name not in joins:
+            assert _identity_reads(node) == [], node.name
+    assert _identity_reads(rules) == []

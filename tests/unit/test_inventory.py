@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from tests.builders import (
     NOW,
     arc_row,
     assessment_row,
+    copy_row,
     installation_row,
     scale_set_row,
     vm_id,
@@ -113,9 +115,23 @@ def test_a_malformed_assessment_row_makes_its_machine_unknown() -> None:
     assert "assessment row: properties.lastModifiedDateTime" in verdict.reasons[0].message
 
 
-def test_properties_that_are_not_an_object_are_malformed_not_empty() -> None:
-    row = vm_row("vm1")
-    row["properties"] = "garbage"
+@pytest.mark.parametrize("properties", ["garbage", [1, 2], 42, True])
+@pytest.mark.parametrize(
+    "row",
+    [
+        vm_row("vm1"),
+        arc_row("vm1"),
+        scale_set_row("vm1"),
+        assessment_row(vm_id("vm1")),
+        installation_row(vm_id("vm1"), NOW),
+    ],
+    ids=["vm", "arc", "scale set", "assessment", "installation"],
+)
+def test_properties_that_are_not_an_object_are_malformed_not_empty(
+    row: dict[str, Any], properties: Any
+) -> None:
+    row = copy_row(row)
+    row["properties"] = properties
     (machine,) = parse_rows([row]).machines
     assert isinstance(machine, MalformedMachine)
     assert "properties: not an object" in machine.error
