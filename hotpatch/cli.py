@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from hotpatch import __version__
+from hotpatch.bulk import collector_off_for_good
 from hotpatch.core.calendar import YearMonth
 from hotpatch.core.eligibility import image_eligibility
 from hotpatch.core.models import ImageRef, OsFamily
@@ -245,6 +246,7 @@ def _check_image(args: argparse.Namespace, rules: Rules, console: Console) -> in
 
 
 def _evaluate(args: argparse.Namespace, rules: Rules, console: Console) -> int:
+    collector_off_for_good()  # a one-shot command over acyclic records: see hotpatch.bulk
     now = args.now or datetime.now(UTC)
     rows = read_rows(args.inventory)
     result = evaluate_rows(rows, rules, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import re
@@ -253,6 +254,16 @@ def test_evaluate_gives_the_same_summary_in_table_json_and_csv(
     assert from_table == from_json
     # The estate's mix shows up: every state is present in a 10,000-machine estate.
     assert all(from_json[state] > 0 for state in from_json), from_json
+
+
+def test_evaluate_runs_without_the_cyclic_collector_as_a_one_shot_command(
+    capsys: pytest.CaptureFixture[str], estate: tuple[Path, int]
+) -> None:
+    estate_file, _ = estate
+    gc.enable()
+    code, _, _ = run(capsys, "evaluate", "--inventory", str(estate_file), "--format", "csv")
+    assert code == 0
+    assert not gc.isenabled()  # tests/conftest.py switches it back on
 
 
 def test_evaluate_writes_the_report_to_a_file_when_asked(
