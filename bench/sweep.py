@@ -75,14 +75,16 @@ def main() -> int:
     pages = stats.pages
     bound = ((pages - 1) // QUOTA.limit) * QUOTA.window_seconds
     machines = result.evaluation.summary.total
-    ratio = wall / bound if bound else float("nan")
+    # Under one quota window of pages the quota sets no bound: the ratio is null, not NaN
+    # (which is not JSON).
+    ratio = round(wall / bound, 3) if bound else None
     figures = {
         "machines": machines,
         "pages": pages,
         "requests": stats.requests,
         "wall_s": round(wall, 2),
         "quota_bound_s": bound,
-        "ratio_to_bound": round(ratio, 3),
+        "ratio_to_bound": ratio,
         "throttled_429": throttled,
         "retries": dict(stats.retries),
         "quota_waits": stats.quota_waits,
@@ -98,7 +100,8 @@ def main() -> int:
     )
     print(
         f"quota-bound minimum for {pages} pages at {QUOTA.limit} queries / "
-        f"{QUOTA.window_seconds:.0f} s: {bound:.1f} s; ratio {ratio:.2f} (goal <= 1.25)"
+        f"{QUOTA.window_seconds:.0f} s: {bound:.1f} s; "
+        + (f"ratio {ratio:.2f} (goal <= 1.25)" if ratio is not None else "no ratio (one window)")
     )
     print(f"API calls per 1000 machines: {figures['api_calls_per_1000_machines']}")
     print(json.dumps(figures))
