@@ -119,20 +119,17 @@ class Evaluator:
             inventory.assessments,
             inventory.installations,
         )
-        profiles = inventory.profiles
-        if len(profiles) != len(machines):
-            profiles = [None] * len(machines)  # not built by parse_rows: profiled one by one
         judge, evaluate = self._judge, self.evaluate
         return [
             evaluate(machine)
-            if type(machine) is MalformedMachine
+            if isinstance(machine, MalformedMachine)
             else judge(
-                machine,  # type: ignore[arg-type]
-                profile or machine_profile(machine),  # type: ignore[arg-type]
+                machine,
+                profile or machine_profile(machine),
                 assessments.get(machine.id),
                 installations.get(machine.id),
             )
-            for machine, profile in zip(machines, profiles, strict=True)
+            for machine, profile in zip(machines, inventory.profiles, strict=True)
         ]
 
     def _judge(

@@ -201,8 +201,15 @@ class ParsedInventory:
     rows: int = 0
     ignored: int = 0
     #: `machine_profile` of each machine, in the same order (None for a malformed one); machines
-    #: with equal profiles share one tuple. Empty when the inventory was not built by parsing.
+    #: with equal profiles share one tuple. Taken here when the caller did not give them.
     profiles: list[Profile | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.profiles) != len(self.machines):
+            profiles = [
+                machine_profile(m) if isinstance(m, Machine) else None for m in self.machines
+            ]
+            object.__setattr__(self, "profiles", profiles)
 
 
 def parse_rows(rows: Iterable[Any]) -> ParsedInventory:
