@@ -1,180 +1,81 @@
-"""A seeded, realistic estate of Azure and Arc machines as Resource Graph rows (the raw export)."""
+"""The seeded generator: an estate of Azure and Arc machines observed at one instant."""
 
 from __future__ import annotations
 
 import random
-from bisect import bisect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
 from functools import cache
-from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from hotpatch.bulk import collector_paused
 from hotpatch.core.calendar import Calendar, YearMonth, release_instant
 from hotpatch.core.models import MonthKind, OsFamily
 from hotpatch.core.releases import Release, ReleaseCatalog
-from hotpatch.errors import InputError
-from hotpatch.export import json_kind, read_rows, write_rows
+from hotpatch.sandbox.estate.mix import (
+    ARC,
+    ARC_DISCONNECTED_SHARE,
+    ARC_SHARES,
+    ARC_TOO_OLD_BUILD,
+    ARC_WS2022,
+    ARC_WS2025_ENROLLED,
+    ARC_WS2025_NOT_ENROLLED,
+    ARC_WS2025_TOO_OLD,
+    AZURE_EDITION_DESKTOP,
+    BUILD_POSITION_SHARES,
+    CATEGORY_SHARES,
+    CRITICAL_MISSING_SHARE,
+    CUSTOM_IMAGE,
+    DEALLOCATED_SHARE,
+    DESKTOP_SKUS,
+    ENVIRONMENTS,
+    FAILED_ASSESSMENT_SHARE,
+    FAILED_INSTALL_SHARE,
+    FLEXIBLE_MEMBER,
+    FLEXIBLE_SCALE_SET_SIZE,
+    HOME_LOCATION_SHARE,
+    HOTPATCH_OFF_SHARE,
+    HOTPATCH_ON_UNSUPPORTED_IMAGE_SHARE,
+    HOTPATCH_OS_SHARES,
+    HOTPATCH_SKUS,
+    HOTPATCH_VM,
+    IN_FORCE,
+    INSTALLATION_HISTORY,
+    LINUX,
+    LINUX_IMAGES,
+    LOCATIONS,
+    MAX_INSTALLATION_ROWS,
+    MISSING_COUNTS_SHARE,
+    NEVER_ASSESSED_SHARE,
+    NO_OS_VERSION_SHARE,
+    OFF_CYCLE,
+    OFFER_SPELLINGS,
+    ONE_BEHIND,
+    OTHER_WINDOWS,
+    OTHER_WINDOWS_SKUS,
+    OUT_OF_BAND_SHARE,
+    OWNERS,
+    PREVIEW_IMAGE,
+    PREVIEW_IMAGES,
+    PUBLISHER_SPELLINGS,
+    REBOOT_PENDING_SHARE,
+    RING_SHARES,
+    RING_TAG,
+    SKU_TITLE_CASE_SHARE,
+    STALE_AFTER,
+    STALE_ASSESSMENT_SHARE,
+    STOPPED_SHARE,
+    TWO_BEHIND,
+    UNIFORM_SCALE_SET,
+    VM_SIZES,
+    WARNING_ASSESSMENT_SHARE,
+    WRONG_PATCH_MODE_SHARE,
+    _deal,
+    _Mix,
+)
+from hotpatch.sandbox.estate.rows import ARC_TYPE, SCALE_SET_TYPE, VM_TYPE, Estate
 
-__all__ = [
-    "CATEGORY_SHARES",
-    "Estate",
-    "EstateSpec",
-    "generate_estate",
-    "read_export",
-    "split_rows",
-    "write_export",
-]
-
-# ---------------------------------------------------------------------------------------------
-# The mix. Shares are targets: categories are dealt exactly (largest remainder, then shuffled),
-# attributes inside a category are drawn per machine.
-# ---------------------------------------------------------------------------------------------
-
-HOTPATCH_VM = "hotpatch_vm"  # Azure Edition VM on one of the 8 hotpatch SKUs
-AZURE_EDITION_DESKTOP = "azure_edition_desktop"  # WS2022 Azure Edition with Desktop Experience
-OTHER_WINDOWS = "other_windows"  # marketplace Windows Server that is not Azure Edition
-CUSTOM_IMAGE = "custom_image"  # managed image or Azure Compute Gallery image
-PREVIEW_IMAGE = "preview_image"  # hotpatch preview offers, not in the documented list
-LINUX = "linux"
-FLEXIBLE_MEMBER = "flexible_member"  # VM in a Flexible scale set, on a hotpatch SKU
-UNIFORM_SCALE_SET = "uniform_scale_set"  # one entry per scale set; its instances are not listed
-ARC = "arc"  # Azure Arc-enabled server
-
-#: Share of the machine entries (VMs, Arc machines and Uniform scale sets; these are what
-#: `EstateSpec.machines` counts). Flexible scale set rows come on top: they only inform members.
-CATEGORY_SHARES: tuple[tuple[str, float], ...] = (
-    (HOTPATCH_VM, 0.59),
-    (AZURE_EDITION_DESKTOP, 0.06),
-    (OTHER_WINDOWS, 0.08),
-    (CUSTOM_IMAGE, 0.04),
-    (PREVIEW_IMAGE, 0.005),
-    (LINUX, 0.09),
-    (FLEXIBLE_MEMBER, 0.03),
-    (UNIFORM_SCALE_SET, 0.005),
-    (ARC, 0.10),
-)
-
-#: OS of the Azure Edition hotpatch machines (VMs and Flexible members).
-HOTPATCH_OS_SHARES: tuple[tuple[OsFamily, float], ...] = (
-    (OsFamily.WS2022, 0.55),
-    (OsFamily.WS2025, 0.45),
-)
-#: DOMAIN.md §2: the only images that take hotpatches.
-HOTPATCH_SKUS: dict[OsFamily, tuple[str, ...]] = {
-    OsFamily.WS2022: (
-        "2022-datacenter-azure-edition-core",
-        "2022-datacenter-azure-edition-core-smalldisk",
-        "2022-datacenter-azure-edition-hotpatch",
-        "2022-datacenter-azure-edition-hotpatch-smalldisk",
-    ),
-    OsFamily.WS2025: (
-        "2025-datacenter-azure-edition",
-        "2025-datacenter-azure-edition-smalldisk",
-        "2025-datacenter-azure-edition-core",
-        "2025-datacenter-azure-edition-core-smalldisk",
-    ),
-}
-#: WS2022 Azure Edition with Desktop Experience: Azure Edition, yet not hotpatchable.
-DESKTOP_SKUS: tuple[str, ...] = (
-    "2022-datacenter-azure-edition",
-    "2022-datacenter-azure-edition-smalldisk",
-)
-#: Marketplace Windows Server that is not Azure Edition. OS None: a WS2019 build, which the
-#: catalog does not list, so these report no osVersion rather than an invented one.
-OTHER_WINDOWS_SKUS: tuple[tuple[str, OsFamily | None, str], ...] = (
-    ("2019-datacenter", None, "Windows Server 2019 Datacenter"),
-    ("2019-datacenter-gensecond", None, "Windows Server 2019 Datacenter"),
-    ("2022-datacenter-g2", OsFamily.WS2022, "Windows Server 2022 Datacenter"),
-    ("2022-datacenter", OsFamily.WS2022, "Windows Server 2022 Datacenter"),
-)
-#: Offers and SKUs that carry hotpatch in preview (a policy switch in the service, off by default).
-PREVIEW_IMAGES: tuple[tuple[str, str, OsFamily], ...] = (
-    (
-        "WindowsServerHotpatch-previews",
-        "Windows-Server-2022-Azure-Edition-Hotpatch",
-        OsFamily.WS2022,
-    ),
-    (
-        "microsoftserveroperatingsystems-previews",
-        "windows-server-2025-azure-edition-hotpatch",
-        OsFamily.WS2025,
-    ),
-)
-LINUX_IMAGES: tuple[tuple[str, str, str], ...] = (
-    ("0001-com-ubuntu-server-jammy", "22_04-lts-gen2", "22.04"),
-    ("ubuntu-24_04-lts", "server", "24.04"),
-    ("0001-com-ubuntu-server-focal", "20_04-lts-gen2", "20.04"),
-)
-#: Real inventories spell the marketplace names both ways; the service must compare them
-#: case-insensitively, so the estate mixes them.
-PUBLISHER_SPELLINGS: tuple[tuple[str, float], ...] = (
-    ("MicrosoftWindowsServer", 0.7),
-    ("microsoftwindowsserver", 0.3),
-)
-OFFER_SPELLINGS: tuple[tuple[str, float], ...] = (("WindowsServer", 0.75), ("windowsserver", 0.25))
-SKU_TITLE_CASE_SHARE = 0.2  # "2022-Datacenter-Azure-Edition-Core"
-
-# Among hotpatch machines (Azure Edition VMs and Flexible members); independent draws.
-HOTPATCH_OFF_SHARE = 0.05  # enableHotpatching false on an eligible image
-WRONG_PATCH_MODE_SHARE = 0.04  # AutomaticByOS or Manual
-DEALLOCATED_SHARE = 0.04
-STOPPED_SHARE = 0.01
-NEVER_ASSESSED_SHARE = 0.05  # no assessment row at all
-STALE_ASSESSMENT_SHARE = 0.06  # latest assessment older than STALE_AFTER
-REBOOT_PENDING_SHARE = 0.03
-NO_OS_VERSION_SHARE = 0.02  # instance view without osVersion (besides deallocated machines)
-#: Of the assessments of machines behind, those that carry no critical/security counts at all.
-MISSING_COUNTS_SHARE = 0.03
-FAILED_ASSESSMENT_SHARE = 0.01
-WARNING_ASSESSMENT_SHARE = 0.02
-#: Of the desktop Azure Edition and custom-image VMs, those with enableHotpatching true anyway:
-#: the image gate must win over the setting.
-HOTPATCH_ON_UNSUPPORTED_IMAGE_SHARE = 0.1
-#: Which catalog build a hotpatch machine runs, relative to the release in force at as_of.
-#: "off_cycle" is behind the current baseline: a build 3-9 months older than it.
-IN_FORCE, ONE_BEHIND, TWO_BEHIND, OFF_CYCLE = "in_force", "one_behind", "two_behind", "off_cycle"
-BUILD_POSITION_SHARES: tuple[tuple[str, float], ...] = (
-    (IN_FORCE, 0.64),
-    (ONE_BEHIND, 0.16),
-    (TWO_BEHIND, 0.12),
-    (OFF_CYCLE, 0.08),
-)
-#: Of the machines in force, those that also took an out-of-band release published since.
-OUT_OF_BAND_SHARE = 0.3
-#: Of the machines behind, those with a recent failed installation attempt.
-FAILED_INSTALL_SHARE = 0.4
-#: Of the machines behind, those whose assessment also counts a missing critical update.
-CRITICAL_MISSING_SHARE = 0.25
-#: `hotpatch-ring` tag values; None = no ring tag.
-RING_TAG = "hotpatch-ring"
-RING_SHARES: tuple[tuple[str | None, float], ...] = (
-    ("0", 0.05),
-    ("1", 0.25),
-    (None, 0.08),
-    ("2", 0.62),
-)
-
-# Azure Arc.
-ARC_WS2025_ENROLLED, ARC_WS2025_NOT_ENROLLED = "ws2025_enrolled", "ws2025_not_enrolled"
-ARC_WS2025_TOO_OLD, ARC_WS2022 = "ws2025_too_old", "ws2022"
-ARC_SHARES: tuple[tuple[str, float], ...] = (
-    (ARC_WS2025_ENROLLED, 0.55),
-    (ARC_WS2025_NOT_ENROLLED, 0.20),
-    (ARC_WS2025_TOO_OLD, 0.08),
-    (ARC_WS2022, 0.17),
-)
-ARC_DISCONNECTED_SHARE = 0.08
-#: A WS2025 build older than the Arc hotpatch minimum (26100.1742); the only build in the
-#: estate that is not from the release catalog, on purpose: it predates the catalog.
-ARC_TOO_OLD_BUILD = "26100.1000"
-
-STALE_AFTER = timedelta(hours=72)
-#: Resource Graph keeps 30 days of installation history.
-INSTALLATION_HISTORY = timedelta(days=30)
-MAX_INSTALLATION_ROWS = 3
 _HISTORY_SECONDS = int(INSTALLATION_HISTORY.total_seconds())
 #: rebootStatus of a successful installation of a release of each kind.
 _REBOOT_AFTER = {
@@ -182,41 +83,6 @@ _REBOOT_AFTER = {
     MonthKind.UNPLANNED_BASELINE: "Completed",
     MonthKind.HOTPATCH: "NotNeeded",
 }
-FLEXIBLE_SCALE_SET_SIZE = (2, 12)
-
-LOCATIONS: tuple[tuple[str, float], ...] = (
-    ("westeurope", 0.22),
-    ("northeurope", 0.12),
-    ("eastus", 0.16),
-    ("eastus2", 0.1),
-    ("westus2", 0.08),
-    ("centralus", 0.05),
-    ("uksouth", 0.08),
-    ("germanywestcentral", 0.05),
-    ("swedencentral", 0.04),
-    ("southeastasia", 0.05),
-    ("australiaeast", 0.05),
-)
-#: Most machines sit in their resource group's region; the rest anywhere.
-HOME_LOCATION_SHARE = 0.85
-VM_SIZES: tuple[str, ...] = (
-    "Standard_D2s_v5",
-    "Standard_D4s_v5",
-    "Standard_D8s_v5",
-    "Standard_E4s_v5",
-    "Standard_B2ms",
-    "Standard_D4as_v5",
-    "Standard_F4s_v2",
-)
-ENVIRONMENTS: tuple[str, ...] = ("prod", "prod", "prod", "test", "dev")
-OWNERS: tuple[str, ...] = ("platform", "payments", "identity", "data", "web", "erp")
-
-# Resource Graph returns types in lower case.
-VM_TYPE = "microsoft.compute/virtualmachines"
-SCALE_SET_TYPE = "microsoft.compute/virtualmachinescalesets"
-ARC_TYPE = "microsoft.hybridcompute/machines"
-_ASSESSMENT_SUFFIXES = ("/patchassessmentresults", "/patchassessmentresults/softwarepatches")
-_INSTALLATION_SUFFIXES = ("/patchinstallationresults", "/patchinstallationresults/softwarepatches")
 
 _OS_NAMES = {
     OsFamily.WS2022: "Windows Server 2022 Datacenter Azure Edition",
@@ -233,11 +99,6 @@ _HOUR = 3600
 _DAY = 86400
 
 _T = TypeVar("_T")
-
-
-# ---------------------------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -267,39 +128,6 @@ class EstateSpec:
             )
 
 
-@dataclass
-class Estate:
-    """Resource Graph rows of the three tables the service queries."""
-
-    resources: list[dict[str, Any]]
-    patchassessmentresources: list[dict[str, Any]]
-    patchinstallationresources: list[dict[str, Any]]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """All rows, the three tables concatenated: the content of a raw export file."""
-        return [*self.resources, *self.patchassessmentresources, *self.patchinstallationresources]
-
-    def machine_ids(self) -> list[str]:
-        """Ids of the machine entries: VMs, Arc machines and Uniform scale sets.
-
-        Flexible scale sets are left out: they are not machines, they only inform their members.
-        """
-        ids: list[str] = []
-        for row in self.resources:
-            row_id, kind = row.get("id"), row.get("type")
-            if not isinstance(row_id, str) or not isinstance(kind, str):
-                continue
-            kind = kind.lower()
-            if kind in (VM_TYPE, ARC_TYPE):
-                ids.append(row_id)
-            elif kind == SCALE_SET_TYPE:
-                properties = row.get("properties")
-                mode = properties.get("orchestrationMode") if isinstance(properties, dict) else None
-                if not isinstance(mode, str) or mode.lower() != "flexible":
-                    ids.append(row_id)
-        return ids
-
-
 def generate_estate(spec: EstateSpec, releases: ReleaseCatalog) -> Estate:
     """A seeded estate observed at `spec.as_of`; every Windows build comes from `releases`.
 
@@ -309,70 +137,9 @@ def generate_estate(spec: EstateSpec, releases: ReleaseCatalog) -> Estate:
         return _Generator(spec, releases).run()
 
 
-def split_rows(rows: Iterable[dict[str, Any]]) -> Estate:
-    """Route each row of a raw export to its Resource Graph table by its `type`."""
-    estate = Estate([], [], [])
-    for row in rows:
-        kind = row.get("type")
-        lowered = kind.lower() if isinstance(kind, str) else ""
-        if lowered.endswith(_ASSESSMENT_SUFFIXES):
-            estate.patchassessmentresources.append(row)
-        elif lowered.endswith(_INSTALLATION_SUFFIXES):
-            estate.patchinstallationresources.append(row)
-        else:
-            estate.resources.append(row)
-    return estate
-
-
-def read_export(path: Path) -> Estate:
-    """Read a raw export (see `hotpatch.export.read_rows`) into the sandbox's three tables.
-
-    Raises InputError with a one-line message naming the file when it cannot be used at all;
-    odd fields inside rows are the parser's business, not this function's.
-    """
-    rows = read_rows(path)
-    for index, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise InputError(f"{path}: row {index} is {json_kind(row)}, expected an object")
-    return split_rows(rows)
-
-
-def write_export(estate: Estate, path: Path) -> None:
-    """Write the estate as a raw export file (the REST response shape)."""
-    write_rows(path, estate.rows())
-
-
 # ---------------------------------------------------------------------------------------------
 # Generation
 # ---------------------------------------------------------------------------------------------
-
-
-class _Mix(Generic[_T]):
-    """A weighted choice driven by one uniform draw (bisect beats random.choices here)."""
-
-    def __init__(self, shares: Sequence[tuple[_T, float]]) -> None:
-        self.values = tuple(value for value, _ in shares)
-        total, running = sum(share for _, share in shares), 0.0
-        self.bounds: list[float] = []
-        for _, share in shares:
-            running += share / total
-            self.bounds.append(running)
-        self.bounds[-1] = 1.0
-
-    def pick(self, draw: float) -> _T:
-        # draw < 1.0 = bounds[-1], so bisect stays inside the list.
-        return self.values[bisect(self.bounds, draw)]
-
-
-def _deal(count: int, shares: Sequence[tuple[str, float]]) -> list[str]:
-    """`count` labels in the given shares exactly (largest remainder), not yet shuffled."""
-    total = sum(share for _, share in shares)
-    exact = [count * share / total for _, share in shares]
-    counts = [int(value) for value in exact]
-    by_remainder = sorted(range(len(shares)), key=lambda i: (counts[i] - exact[i], i))
-    for i in by_remainder[: count - sum(counts)]:
-        counts[i] += 1
-    return [label for (label, _), n in zip(shares, counts, strict=True) for _ in range(n)]
 
 
 #: Bits of a GUID that say "version 4, RFC 4122 variant".

@@ -1,0 +1,84 @@
+"""The estate's rows: the Resource Graph tables, and the raw export file they are read from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hotpatch.errors import InputError
+from hotpatch.export import json_kind, read_rows, write_rows
+
+# Resource Graph returns types in lower case.
+VM_TYPE = "microsoft.compute/virtualmachines"
+SCALE_SET_TYPE = "microsoft.compute/virtualmachinescalesets"
+ARC_TYPE = "microsoft.hybridcompute/machines"
+_ASSESSMENT_SUFFIXES = ("/patchassessmentresults", "/patchassessmentresults/softwarepatches")
+_INSTALLATION_SUFFIXES = ("/patchinstallationresults", "/patchinstallationresults/softwarepatches")
+
+
+@dataclass
+class Estate:
+    """Resource Graph rows of the three tables the service queries."""
+
+    resources: list[dict[str, Any]]
+    patchassessmentresources: list[dict[str, Any]]
+    patchinstallationresources: list[dict[str, Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """All rows, the three tables concatenated: the content of a raw export file."""
+        return [*self.resources, *self.patchassessmentresources, *self.patchinstallationresources]
+
+    def machine_ids(self) -> list[str]:
+        """Ids of the machine entries: VMs, Arc machines and Uniform scale sets.
+
+        Flexible scale sets are left out: they are not machines, they only inform their members.
+        """
+        ids: list[str] = []
+        for row in self.resources:
+            row_id, kind = row.get("id"), row.get("type")
+            if not isinstance(row_id, str) or not isinstance(kind, str):
+                continue
+            kind = kind.lower()
+            if kind in (VM_TYPE, ARC_TYPE):
+                ids.append(row_id)
+            elif kind == SCALE_SET_TYPE:
+                properties = row.get("properties")
+                mode = properties.get("orchestrationMode") if isinstance(properties, dict) else None
+                if not isinstance(mode, str) or mode.lower() != "flexible":
+                    ids.append(row_id)
+        return ids
+
+
+def split_rows(rows: Iterable[dict[str, Any]]) -> Estate:
+    """Route each row of a raw export to its Resource Graph table by its `type`."""
+    estate = Estate([], [], [])
+    for row in rows:
+        kind = row.get("type")
+        lowered = kind.lower() if isinstance(kind, str) else ""
+        if lowered.endswith(_ASSESSMENT_SUFFIXES):
+            estate.patchassessmentresources.append(row)
+        elif lowered.endswith(_INSTALLATION_SUFFIXES):
+            estate.patchinstallationresources.append(row)
+        else:
+            estate.resources.append(row)
+    return estate
+
+
+def read_export(path: Path) -> Estate:
+    """Read a raw export (see `hotpatch.export.read_rows`) into the sandbox's three tables.
+
+    Raises InputError with a one-line message naming the file when it cannot be used at all;
+    odd fields inside rows are the parser's business, not this function's.
+    """
+    rows = read_rows(path)
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InputError(f"{path}: row {index} is {json_kind(row)}, expected an object")
+    return split_rows(rows)
+
+
+def write_export(estate: Estate, path: Path) -> None:
+    """Write the estate as a raw export file (the REST response shape)."""
+    write_rows(path, estate.rows())
