@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from hotpatch.core.models import BuildPosition, MonthKind, OsFamily, parse_build
+from hotpatch.core.models import BuildPosition, Channel, MonthKind, OsFamily, parse_build
 
 if TYPE_CHECKING:
     from hotpatch.core.releases import ReleaseCatalog
@@ -101,10 +101,25 @@ class ReleaseSlot:
     build: str | None
     #: Where the kind came from: "rule", "catalog" or "override".
     source: str
+    #: False before the OS's hotpatch program began or after it ended: every update restarts.
+    in_program: bool = True
+    #: Past the catalog's horizon: Microsoft may have published it, the catalog cannot say.
+    beyond_catalog: bool = False
 
     @property
     def restart(self) -> bool:
-        return self.kind.restart
+        return self.kind.restart or not self.in_program
+
+    @property
+    def status(self) -> str:
+        """How much is known of this release: what a calendar shows instead of a KB."""
+        if not self.in_program:
+            return "outside_program"
+        if self.kb is not None:
+            return "published"
+        if self.beyond_catalog:
+            return "beyond_catalog"
+        return "not_in_catalog"
 
 
 class Calendar:
@@ -119,11 +134,13 @@ class Calendar:
     def slot(self, os: OsFamily, month: YearMonth) -> ReleaseSlot:
         release = self.catalog.monthly(os, str(month))
         kind, source = rule_kind(month.month), "rule"
-        if release is not None:
+        if release is not None and release.kind is not None:
             kind, source = release.kind, "catalog"
         override = self._overrides.get((os, month)) or self._overrides.get((None, month))
         if override is not None:
             kind, source = override, "override"
+        program = self.catalog.program(os)
+        horizon = self.catalog.covers_through
         return ReleaseSlot(
             os=os,
             month=month,
@@ -133,6 +150,8 @@ class Calendar:
             kb=release.kb if release else None,
             build=release.build if release else None,
             source=source,
+            in_program=program is None or program.covers(month),
+            beyond_catalog=horizon is not None and month > horizon,
         )
 
     def kind(self, os: OsFamily, month: YearMonth) -> MonthKind:
@@ -148,6 +167,37 @@ class Calendar:
         if now < release_instant(month.year, month.month):
             month = month.shift(-1)
         return self.slot(os, month)
+
+    def staleness(self, now: datetime) -> Staleness | None:
+        """Whether a release instant has passed that the catalog cannot hold (past its horizon)."""
+        _require_aware(now)
+        horizon = self.catalog.covers_through
+        if horizon is None:
+            return None
+        first = horizon.shift(1)
+        since = release_instant(first.year, first.month)
+        if now < since:
+            return None
+        current = YearMonth.of(now.astimezone(UTC))
+        if now < release_instant(current.year, current.month):
+            current = current.shift(-1)
+        return Staleness(horizon, since, current - horizon)
+
+    def program_ended(self, os: OsFamily, now: datetime) -> YearMonth | None:
+        """The last month of `os`'s hotpatch program once its last release is superseded."""
+        program = self.catalog.program(os)
+        last = program.last if program else None
+        if last is None:
+            return None
+        after = last.shift(1)
+        return last if now >= release_instant(after.year, after.month) else None
+
+    def next_baseline_after(self, os: OsFamily, month: YearMonth) -> ReleaseSlot:
+        """The first restart release after `month`: what brings a machine back on the track."""
+        current = self.slot(os, month.shift(1))
+        while not current.restart:
+            current = self.slot(os, current.month.shift(1))
+        return current
 
     def baseline_at_or_before(self, slot: ReleaseSlot) -> ReleaseSlot:
         """The newest restart release (planned or unplanned) at or before `slot`."""
@@ -179,35 +229,80 @@ class Calendar:
         os, _, revision = parsed
         if os is None:
             return None
-        baseline = self.baseline_at_or_before(reference)
+        exact = self.catalog.exact(os, revision)
+        if exact is not None and not exact.on_track:
+            # A regular cumulative (or out-of-band) update: current as of its month, but off the
+            # hotpatch track until the next baseline.
+            month = YearMonth.of(exact.date)
+            return BuildPosition(
+                os=os,
+                build=build,
+                release_month=str(month),
+                kb=exact.kb,
+                exact=True,
+                releases_behind=max(0, reference.month - month),
+                on_current_baseline=False,
+                channel=Channel.REGULAR,
+            )
         found = self.catalog.at_or_below(os, revision)
-        latest = self.catalog.latest(os)
+        newest = self.catalog.newest_revision(os)
+        if newest is not None and revision > newest:
+            # Newer than every build the catalog knows: it cannot say which release this is,
+            # so the build is never called behind (the assessment still judges the machine).
+            return BuildPosition(
+                os=os,
+                build=build,
+                release_month=found.month if found else None,
+                kb=None,
+                exact=False,
+                releases_behind=None,
+                on_current_baseline=None,
+                beyond_catalog=True,
+            )
         if found is None:
             # Older than anything published for the hotpatch program: off the cycle.
             return BuildPosition(os, build, None, None, False, None, False)
         position = YearMonth.parse(found.month)
-        exact = found.revision == revision
-        if latest is not None and revision > latest.revision:
-            # Newer than the catalog knows: somewhere at or after the latest published release.
-            known_up_to_date = position >= reference.month
-            return BuildPosition(
-                os,
-                build,
-                str(position),
-                None,
-                False,
-                0 if known_up_to_date else None,
-                True if position >= baseline.month else None,
-            )
+        baseline = self.baseline_at_or_before(reference)
         return BuildPosition(
             os=os,
             build=build,
             release_month=str(position),
-            kb=found.kb if exact else None,
-            exact=exact,
+            kb=found.kb if found.revision == revision else None,
+            exact=found.revision == revision,
             releases_behind=max(0, reference.month - position),
             on_current_baseline=position >= baseline.month,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Staleness:
+    """The catalog's horizon has passed: releases have shipped that it does not hold."""
+
+    covers_through: YearMonth
+    #: The release instant of the first month past the horizon.
+    since: datetime
+    #: How many Patch Tuesdays have passed since the horizon.
+    releases_missing: int
+
+    @property
+    def message(self) -> str:
+        return (
+            f"the release catalog covers releases through {self.covers_through}, but "
+            f"{self.releases_missing} Patch Tuesday release(s) have shipped since "
+            f"{self.since.strftime('%Y-%m-%d')}: builds newer than the catalog are not judged "
+            "by their build. Update it with `hotpatch catalog update --from URL|FILE --write` "
+            "(HOTPATCH_RELEASE_CATALOG)"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "stale": True,
+            "covers_through": str(self.covers_through),
+            "since": self.since.isoformat().replace("+00:00", "Z"),
+            "releases_missing": self.releases_missing,
+            "message": self.message,
+        }
 
 
 def grace_deadline(

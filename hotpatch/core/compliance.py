@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
 
-from hotpatch.core.calendar import Calendar, ReleaseSlot, grace_deadline
+from hotpatch.core.calendar import Calendar, ReleaseSlot, Staleness, YearMonth, grace_deadline
 from hotpatch.core.eligibility import eligibility
 from hotpatch.core.images import ImageCatalog
 from hotpatch.core.inventory import ParsedInventory
@@ -17,6 +17,7 @@ from hotpatch.core.models import (
     Action,
     AssessmentSummary,
     BuildPosition,
+    Channel,
     Decision,
     Eligibility,
     InstallationSummary,
@@ -29,20 +30,23 @@ from hotpatch.core.models import (
     State,
     Verdict,
     machine_profile,
+    parse_build,
 )
 from hotpatch.core.policy import Policy
+from hotpatch.core.reasons import ReasonCode
 
 _RANK = {state: rank for rank, state in enumerate(STATE_PRECEDENCE)}
 _NOT_RUNNING = {
-    "powerstate/deallocated": ("deallocated", "deallocated"),
-    "powerstate/deallocating": ("deallocated", "deallocating"),
-    "powerstate/stopped": ("stopped", "stopped (allocated, not running)"),
-    "powerstate/stopping": ("stopped", "stopping"),
+    "powerstate/deallocated": (ReasonCode.DEALLOCATED, "deallocated"),
+    "powerstate/deallocating": (ReasonCode.DEALLOCATED, "deallocating"),
+    "powerstate/stopped": (ReasonCode.STOPPED, "stopped (allocated, not running)"),
+    "powerstate/stopping": (ReasonCode.STOPPED, "stopping"),
 }
+PLATFORM_ASSESSMENT = "automaticbyplatform"
 
 
-#: One rule's conclusion: the state it implies, why, and what to do about it.
-Finding = tuple[State, Reason, Action]
+#: One rule's conclusion: why, and what to do about it (the state comes from the reason code).
+Finding = tuple[Reason, Action]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,11 @@ class OsContext:
     grace_ends: datetime
     #: Whether the release in force needs a restart (looked up per machine: kept as a plain bool).
     restart_month: bool
+    #: The next release that restarts a machine on the track, and the next Patch Tuesday.
+    next_restart: ReleaseSlot
+    next_release: ReleaseSlot
+    #: Set once Microsoft's hotpatch program for the OS has ended: its last month.
+    program_ended: YearMonth | None
 
 
 class Evaluator:
@@ -73,6 +82,8 @@ class Evaluator:
         self.policy = policy
         self.now = now
         self.contexts = {os: self._context(os) for os in OsFamily}
+        #: Set when releases have shipped past the catalog's horizon: every output says so.
+        self.staleness: Staleness | None = calendar.staleness(now)
         self._ring_tag = policy.ring_tag
         #: An assessment older than this is stale.
         self._stale_before = now - policy.assessment_max_age
@@ -94,6 +105,9 @@ class Evaluator:
             required_baseline=self.calendar.baseline_at_or_before(required),
             grace_ends=self._deadline(in_force),
             restart_month=in_force.restart,
+            next_restart=self.calendar.restart_forecast(os, self.now, 1)[0],
+            next_release=self.calendar.slot(os, in_force.month.shift(1)),
+            program_ended=self.calendar.program_ended(os, self.now),
         )
 
     def _deadline(self, slot: ReleaseSlot) -> datetime:
@@ -106,7 +120,7 @@ class Evaluator:
         installation: InstallationSummary | None = None,
     ) -> Verdict:
         if isinstance(machine, MalformedMachine):
-            reason = Reason("malformed_record", machine.error)
+            reason = Reason(ReasonCode.MALFORMED_RECORD, machine.error)
             return Verdict(
                 machine, Decision(State.UNKNOWN, Action.INVESTIGATE, (reason,), False, None)
             )
@@ -147,7 +161,7 @@ class Evaluator:
             facts: tuple[object, ...] = (profile, restart_required)
         else:
             # One C call for the fields: pydantic attribute access takes CPython's slow path.
-            last, status, critical, security, reboot = _assessment_facts(assessment.__dict__)
+            last, status, critical, security, reboot, other = _assessment_facts(assessment.__dict__)
             facts = (
                 profile,
                 restart_required,
@@ -157,6 +171,7 @@ class Evaluator:
                 critical,
                 security,
                 reboot,
+                other > 0,
             )
         decision = self._decisions.get(facts)
         if decision is None:
@@ -184,41 +199,90 @@ class Evaluator:
     ) -> Decision:
         judged = _Judgement()
         os = verdict_of_eligibility.os
+        eligible = verdict_of_eligibility.eligible
         self._availability(machine, judged)
         for reason in verdict_of_eligibility.undecided:
-            judged.add(State.UNKNOWN, reason, Action.INVESTIGATE)
+            judged.add(reason, Action.INVESTIGATE)
         for reason in verdict_of_eligibility.blocking:
-            judged.add(State.NOT_ELIGIBLE, reason, Action.NONE)
+            judged.add(reason, Action.NONE)
+        context = self.contexts[os] if os is not None else None
+        if eligible and context is not None and context.program_ended is not None:
+            eligible = False
+            judged.add(
+                Reason(
+                    ReasonCode.HOTPATCH_PROGRAM_ENDED,
+                    f"Microsoft's hotpatch program for {os} ended with the "
+                    f"{context.program_ended} release: the machine takes regular monthly updates "
+                    "(each needs a restart); plan its move to a release still in the program",
+                ),
+                Action.NONE,
+            )
         for reason in verdict_of_eligibility.configuration:
-            judged.add(State.MISCONFIGURED, reason, Action.FIX_CONFIGURATION)
+            judged.add(reason, Action.FIX_CONFIGURATION)
         position: BuildPosition | None = None
-        if verdict_of_eligibility.eligible and os is not None:
-            context = self.contexts[os]
+        next_restart: datetime | None = None
+        restart_cause: str | None = None
+        if eligible and context is not None:
             self._assessment(assessment, judged)
-            position = self._build(machine, os, context, judged)
+            position = self._build(machine, context.in_force.os, context, judged)
             self._missing_updates(assessment, context, position, judged)
-            if (assessment is not None and assessment.reboot_pending) or restart_required:
+            reboot_pending = (assessment is not None and assessment.reboot_pending) or (
+                restart_required
+            )
+            if reboot_pending:
                 judged.add(
-                    State.REBOOT_PENDING,
                     Reason(
-                        "reboot_pending",
+                        ReasonCode.REBOOT_PENDING,
                         "installed updates wait for a restart; restart it inside its "
                         "maintenance window",
                     ),
                     Action.INSTALL_BASELINE,
                 )
-        shown = self.contexts[os] if os is not None else None
+            next_restart, restart_cause = self._restart_forecast(
+                context, position, assessment, reboot_pending
+            )
         return Decision(
             state=judged.state,
             action=judged.action,
             reasons=tuple(judged.reasons),
-            eligible=verdict_of_eligibility.eligible,
+            eligible=eligible,
             os=os,
             release_month=position.release_month if position else None,
             releases_behind=position.releases_behind if position else None,
-            expected_build=_full_build(shown.in_force.build) if shown else None,
-            grace_ends=shown.grace_ends if shown else None,
+            expected_build=_full_build(context.in_force.build) if context else None,
+            grace_ends=context.grace_ends if context else None,
+            signals=_signals(machine, verdict_of_eligibility, assessment),
+            next_restart=next_restart,
+            restart_cause=restart_cause,
         )
+
+    def _restart_forecast(
+        self,
+        context: OsContext,
+        position: BuildPosition | None,
+        assessment: AssessmentSummary | None,
+        reboot_pending: bool,
+    ) -> tuple[datetime, str]:
+        """When the machine next restarts, and why: the calendar's month kind, then its own
+        state (a pending reboot, an off-track build, updates that restart in any month)."""
+        if reboot_pending:
+            return self.now, "a restart is pending now: installed updates wait for it"
+        if position is not None and position.channel is Channel.REGULAR:
+            slot = context.next_release
+            return slot.release_utc, (
+                f"off the hotpatch track: the {slot.month} update restarts it, as every "
+                f"monthly update does until the {context.next_restart.month} baseline"
+            )
+        if position is not None and position.on_current_baseline is False:
+            return self.now, "off the cycle: installing the current baseline restarts it"
+        if assessment is not None and assessment.restart_capable > 0:
+            return self.now, (
+                f"{assessment.restart_capable} non-security update(s) available (.NET, drivers, "
+                "rollups) can restart it when installed, even in a hotpatch month"
+            )
+        slot = context.next_restart
+        kind = "end of the hotpatch program" if not slot.in_program else slot.kind.value
+        return slot.release_utc, f"the {slot.month} release ({kind.replace('_', ' ')})"
 
     # -- the rules, one concern each ------------------------------------------------------
 
@@ -228,16 +292,14 @@ class Evaluator:
             if found is not None:
                 code, words = found
                 judged.add(
-                    State.UNKNOWN,
                     Reason(code, f"the VM is {words}; it is judged again when it runs"),
                     Action.NONE,
                 )
         arc_status = machine.arc_status if machine.kind is MachineKind.ARC else None
         if arc_status is not None and arc_status.casefold() != "connected":
             judged.add(
-                State.UNKNOWN,
                 Reason(
-                    "arc_disconnected",
+                    ReasonCode.ARC_DISCONNECTED,
                     f"the Arc agent is {arc_status}; its data may be out of date",
                 ),
                 Action.INVESTIGATE,
@@ -246,26 +308,21 @@ class Evaluator:
     def _assessment(self, assessment: AssessmentSummary | None, judged: _Judgement) -> None:
         if assessment is None or assessment.last_modified is None:
             judged.add(
-                State.ASSESSMENT_DUE,
-                Reason("never_assessed", "no patch assessment on record"),
-                Action.ASSESS,
+                Reason(ReasonCode.NEVER_ASSESSED, "no patch assessment on record"), Action.ASSESS
             )
             return
         if assessment.last_modified < self._stale_before:
             limit = int(self.policy.assessment_max_age.total_seconds() // 3600)
             judged.add(
-                State.ASSESSMENT_DUE,
                 Reason(
-                    "assessment_stale",
+                    ReasonCode.ASSESSMENT_STALE,
                     f"the latest assessment is older than {limit} h (the policy's maximum age)",
                 ),
                 Action.ASSESS,
             )
         if assessment.status is not None and assessment.status.casefold() == "failed":
             judged.add(
-                State.ASSESSMENT_DUE,
-                Reason("assessment_failed", "the latest assessment failed"),
-                Action.ASSESS,
+                Reason(ReasonCode.ASSESSMENT_FAILED, "the latest assessment failed"), Action.ASSESS
             )
 
     def _build(
@@ -287,38 +344,68 @@ class Evaluator:
         position = self.calendar.locate(build, context.in_force)
         if position is None or position.os is not os:
             reason = Reason(
-                "build_not_recognised", f"reported OS version {build} is not a {os.value} build"
+                ReasonCode.BUILD_NOT_RECOGNISED,
+                f"reported OS version {build} is not a {os.value} build",
             )
-            return None, ((State.UNKNOWN, reason, Action.INVESTIGATE),)
+            return None, ((reason, Action.INVESTIGATE),)
+        if position.beyond_catalog:
+            horizon = self.calendar.catalog.covers_through
+            reason = Reason(
+                ReasonCode.BUILD_NOT_IN_CATALOG,
+                f"build {build} is newer than every {os.value} build in the release catalog"
+                f"{f' (which covers releases through {horizon})' if horizon else ''}: it is "
+                "judged on its assessment alone; update the catalog to judge its build",
+            )
+            return position, ((reason, Action.NONE),)
         if position.release_month is None:
             reason = Reason(
-                "off_cycle",
+                ReasonCode.OFF_CYCLE,
                 f"build {build} is older than every published {os.value} hotpatch release; "
                 "it needs the current baseline",
             )
-            return position, ((State.NON_COMPLIANT, reason, Action.INSTALL_BASELINE),)
+            return position, ((reason, Action.INSTALL_BASELINE),)
+        findings: list[Finding] = []
+        if position.channel is Channel.REGULAR:
+            findings.append(self._regular_channel(os, build, position))
         if position.releases_behind is None or position.releases_behind == 0:
-            return position, ()
+            return position, tuple(findings)
         at = f"at {position.release_month}"
         behind = f"{position.releases_behind} release(s) behind"
         expected = _expected(context.in_force)
         install = self._install_action(context, position)
         if position.release_month < str(context.required_baseline.month):
             reason = Reason(
-                "off_cycle",
+                ReasonCode.OFF_CYCLE,
                 f"build {build} is {at}, behind the {context.required_baseline.month} baseline: "
                 f"it cannot take hotpatches until it is back on a baseline ({behind} "
                 f"{expected})",
             )
-            return position, ((State.NON_COMPLIANT, reason, Action.INSTALL_BASELINE),)
-        if position.release_month < str(context.required.month):
-            reason = Reason("build_behind", f"build {build} is {at}, {behind} {expected}")
-            return position, ((State.NON_COMPLIANT, reason, install),)
+            findings.append((reason, Action.INSTALL_BASELINE))
+        elif position.release_month < str(context.required.month):
+            reason = Reason(ReasonCode.BUILD_BEHIND, f"build {build} is {at}, {behind} {expected}")
+            findings.append((reason, install))
+        else:
+            reason = Reason(
+                ReasonCode.UPDATE_AVAILABLE,
+                f"build {build} is {at}; {expected} is due by {_iso(context.grace_ends)}",
+            )
+            findings.append((reason, install))
+        return position, tuple(findings)
+
+    def _regular_channel(self, os: OsFamily, build: str, position: BuildPosition) -> Finding:
+        """A machine that took the regular cumulative (or an out-of-band) update."""
+        parsed = parse_build(build)
+        release = self.calendar.catalog.exact(os, parsed[2]) if parsed else None
+        month = YearMonth.parse(position.release_month or "")
+        back = self.calendar.next_baseline_after(os, month)
+        took = release.describe() if release else f"build 10.0.{build}"
         reason = Reason(
-            "update_available",
-            f"build {build} is {at}; {expected} is due by {_iso(context.grace_ends)}",
+            ReasonCode.REGULAR_CHANNEL_BUILD,
+            f"it took {took} instead of the hotpatch: current on security as of {month} but off "
+            f"the hotpatch track, restarting every month until the {back.month} baseline brings "
+            "it back; something outside the hotpatch process is installing updates",
         )
-        return position, ((State.PENDING, reason, install),)
+        return reason, Action.INVESTIGATE
 
     def _missing_updates(
         self,
@@ -334,13 +421,14 @@ class Evaluator:
         grace = _iso(context.grace_ends)
         if self.now >= context.grace_ends:
             reason = Reason(
-                "missing_security_updates",
+                ReasonCode.MISSING_SECURITY_UPDATES,
                 f"{counts} missing past the grace period (ended {grace})",
             )
-            judged.add(State.NON_COMPLIANT, reason, install)
         else:
-            reason = Reason("updates_pending", f"{counts} missing; grace period ends {grace}")
-            judged.add(State.PENDING, reason, install)
+            reason = Reason(
+                ReasonCode.UPDATES_PENDING, f"{counts} missing; grace period ends {grace}"
+            )
+        judged.add(reason, install)
 
     @staticmethod
     def _install_action(context: OsContext, position: BuildPosition | None) -> Action:
@@ -352,7 +440,53 @@ class Evaluator:
         return Action.INSTALL_HOTPATCH
 
 
-_assessment_facts = itemgetter("last_modified", "status", "critical", "security", "reboot_pending")
+_assessment_facts = itemgetter(
+    "last_modified", "status", "critical", "security", "reboot_pending", "restart_capable"
+)
+
+
+def _signals(
+    machine: Machine, verdict_of_eligibility: Eligibility, assessment: AssessmentSummary | None
+) -> tuple[Reason, ...]:
+    """Facts that explain a verdict without changing it (stale assessments, skipped installs)."""
+    signals = list(verdict_of_eligibility.signals)
+    if machine.kind is not MachineKind.VM:
+        return tuple(signals)
+    mode = machine.assessment_mode
+    if mode is not None and mode.casefold() != PLATFORM_ASSESSMENT:
+        signals.append(
+            Reason(
+                ReasonCode.PERIODIC_ASSESSMENT_OFF,
+                f"assessmentMode is {mode}: no periodic assessment every 24 h, so assessments "
+                "go stale unless one is started (set it to AutomaticByPlatform)",
+            )
+        )
+    if machine.bypass_platform_safety_checks is True:
+        signals.append(
+            Reason(
+                ReasonCode.CUSTOMER_MANAGED_SCHEDULE,
+                "bypassPlatformSafetyChecksOnUserSchedule is true: installs run only on its "
+                "Update Manager maintenance schedule; without one, installs are skipped",
+            )
+        )
+    security = machine.security_type or "Standard"
+    signals.append(
+        Reason(
+            ReasonCode.SECURITY_TYPE,
+            f"security type {security}"
+            + ("" if security.casefold() != "standard" else " (no Trusted Launch)")
+            + "; reported as a signal, not a documented hotpatch requirement",
+        )
+    )
+    if assessment is not None and assessment.restart_capable > 0:
+        signals.append(
+            Reason(
+                ReasonCode.RESTART_CAPABLE_UPDATES,
+                f"{assessment.restart_capable} non-security update(s) available (.NET, drivers, "
+                "rollups): they can need a restart even in a hotpatch month",
+            )
+        )
+    return tuple(signals)
 
 
 def _install_needs_restart(
@@ -378,7 +512,10 @@ class _Judgement:
     state: State = State.COMPLIANT
     action: Action = Action.NONE
 
-    def add(self, state: State, reason: Reason, action: Action) -> None:
+    def add(self, reason: Reason, action: Action) -> None:
+        """Record a reason; its code's state decides whether it becomes the verdict's state."""
+        state = ReasonCode(reason.code).state
+        assert state is not None, f"{reason.code} is a signal, not a reason"
         self.reasons.append(reason)
         if _RANK[state] < _RANK[self.state]:
             self.state, self.action = state, action

@@ -14,6 +14,7 @@ from hotpatch.core.models import (
     parse_build,
 )
 from hotpatch.core.policy import Policy
+from hotpatch.core.reasons import ReasonCode
 
 PLATFORM_PATCH_MODE = "automaticbyplatform"
 
@@ -24,7 +25,10 @@ def image_eligibility(image: ImageRef | None, catalog: ImageCatalog, policy: Pol
         return Eligibility(
             None,
             undecided=(
-                Reason("missing_image_data", "no storageProfile.imageReference in the inventory"),
+                Reason(
+                    ReasonCode.MISSING_IMAGE_DATA,
+                    "no storageProfile.imageReference in the inventory",
+                ),
             ),
         )
     if image.custom_image_id:
@@ -32,7 +36,7 @@ def image_eligibility(image: ImageRef | None, catalog: ImageCatalog, policy: Pol
             None,
             blocking=(
                 Reason(
-                    "custom_image",
+                    ReasonCode.CUSTOM_IMAGE,
                     f"built from a custom, gallery or community image ({image.custom_image_id}); "
                     "hotpatch needs a marketplace Azure Edition image",
                 ),
@@ -51,7 +55,9 @@ def image_eligibility(image: ImageRef | None, catalog: ImageCatalog, policy: Pol
         return Eligibility(
             None,
             undecided=(
-                Reason("missing_image_data", f"imageReference has no {', '.join(missing)}"),
+                Reason(
+                    ReasonCode.MISSING_IMAGE_DATA, f"imageReference has no {', '.join(missing)}"
+                ),
             ),
         )
     match = catalog.match(image.publisher, image.offer, image.sku)
@@ -69,13 +75,15 @@ def eligibility(machine: Machine, catalog: ImageCatalog, policy: Policy) -> Elig
             None,
             blocking=(
                 Reason(
-                    "uniform_scale_set",
+                    ReasonCode.UNIFORM_SCALE_SET,
                     "Uniform scale sets cannot be hotpatched; use Flexible orchestration",
                 ),
             ),
         )
     if machine.os_type is not None and machine.os_type.casefold() != "windows":
-        return Eligibility(None, blocking=(Reason("not_windows", f"OS type is {machine.os_type}"),))
+        return Eligibility(
+            None, blocking=(Reason(ReasonCode.NOT_WINDOWS, f"OS type is {machine.os_type}"),)
+        )
     verdict = image_eligibility(machine.image, catalog, policy)
     if not verdict.eligible:
         return verdict
@@ -89,7 +97,7 @@ def eligibility(machine: Machine, catalog: ImageCatalog, policy: Policy) -> Elig
                 None,
                 undecided=(
                     Reason(
-                        "missing_image_data",
+                        ReasonCode.MISSING_IMAGE_DATA,
                         "neither the image nor the reported OS version says which Windows "
                         "Server release this is",
                     ),
@@ -108,35 +116,48 @@ def _vm_configuration(machine: Machine) -> list[Reason]:
     if mode is None or mode.casefold() != PLATFORM_PATCH_MODE:
         reasons.append(
             Reason(
-                "patch_mode_not_platform",
+                ReasonCode.PATCH_MODE_NOT_PLATFORM,
                 f"patchMode is {mode or 'not set'}; hotpatch needs AutomaticByPlatform",
+            )
+        )
+    if machine.enable_automatic_updates is False:
+        reasons.append(
+            Reason(
+                ReasonCode.AUTOMATIC_UPDATES_DISABLED,
+                "enableAutomaticUpdates is false; AutomaticByPlatform needs it (and the VM agent)",
             )
         )
     if machine.provision_vm_agent is False:
         reasons.append(
             Reason(
-                "vm_agent_not_provisioned",
+                ReasonCode.VM_AGENT_NOT_PROVISIONED,
                 "provisionVMAgent is false; AutomaticByPlatform needs the VM agent",
             )
         )
     if machine.enable_hotpatching is not True:
         state = "false" if machine.enable_hotpatching is False else "not set"
         reasons.append(
-            Reason("hotpatch_disabled", f"enableHotpatching is {state} on a hotpatch image")
+            Reason(
+                ReasonCode.HOTPATCH_DISABLED, f"enableHotpatching is {state} on a hotpatch image"
+            )
         )
     return reasons
 
 
 def _arc_eligibility(machine: Machine, policy: Policy) -> Eligibility:
     if machine.os_type is not None and machine.os_type.casefold() != "windows":
-        return Eligibility(None, blocking=(Reason("not_windows", f"OS type is {machine.os_type}"),))
+        return Eligibility(
+            None, blocking=(Reason(ReasonCode.NOT_WINDOWS, f"OS type is {machine.os_type}"),)
+        )
     parsed = parse_build(machine.os_version) if machine.os_version else None
+    if _azure_edition(machine.arc_os_sku):
+        return _azure_edition_through_arc(machine, parsed)
     if parsed is None:
         return Eligibility(
             None,
             undecided=(
                 Reason(
-                    "missing_image_data",
+                    ReasonCode.MISSING_IMAGE_DATA,
                     f"the Arc agent reported no usable osVersion ({machine.os_version or 'none'})",
                 ),
             ),
@@ -148,7 +169,7 @@ def _arc_eligibility(machine: Machine, policy: Policy) -> Eligibility:
             family,
             blocking=(
                 Reason(
-                    "sku_not_hotpatchable",
+                    ReasonCode.SKU_NOT_HOTPATCHABLE,
                     f"Arc hotpatch needs Windows Server 2025 Standard or Datacenter; this is "
                     f"{shown}build {major}.{revision}",
                 ),
@@ -160,7 +181,7 @@ def _arc_eligibility(machine: Machine, policy: Policy) -> Eligibility:
             family,
             blocking=(
                 Reason(
-                    "sku_not_hotpatchable",
+                    ReasonCode.SKU_NOT_HOTPATCHABLE,
                     f"Arc hotpatch needs Standard or Datacenter edition, not {machine.arc_os_sku}",
                 ),
             ),
@@ -170,13 +191,56 @@ def _arc_eligibility(machine: Machine, policy: Policy) -> Eligibility:
             family,
             blocking=(
                 Reason(
-                    "arc_build_too_old",
+                    ReasonCode.ARC_BUILD_TOO_OLD,
                     f"build {major}.{revision} is older than {major}.{policy.arc_min_revision}, "
                     "the first release Arc hotpatch supports",
                 ),
             ),
         )
     return Eligibility(family, configuration=tuple(_arc_enrolment(machine)))
+
+
+def _azure_edition(os_sku: str | None) -> bool:
+    return os_sku is not None and "azure edition" in os_sku.casefold()
+
+
+def _azure_edition_through_arc(
+    machine: Machine, parsed: tuple[OsFamily | None, int, int] | None
+) -> Eligibility:
+    """Azure Edition guests on Azure Local appear in Resource Graph as Arc machines (`kind`
+    "HCI"). They follow the Azure Edition rules (WS2022 and WS2025 alike), not the WS2025
+    Arc licensing rule: hotpatch is part of Azure Edition there.
+
+    https://learn.microsoft.com/azure/azure-local/manage/windows-server-azure-edition
+    https://learn.microsoft.com/windows-server/get-started/hotpatch
+    """
+    family = parsed[0] if parsed else None
+    if family is None:
+        return Eligibility(
+            None,
+            undecided=(
+                Reason(
+                    ReasonCode.MISSING_IMAGE_DATA,
+                    f"an Azure Edition machine ({machine.arc_os_sku}) whose reported osVersion "
+                    f"({machine.os_version or 'none'}) is not a Windows Server 2022 or 2025 build",
+                ),
+            ),
+        )
+    where = "Azure Local" if (machine.arc_kind or "").casefold() == "hci" else "Azure Arc"
+    signal = Reason(
+        ReasonCode.AZURE_LOCAL,
+        f"{machine.arc_os_sku} on {where}: judged by the Azure Edition rules, not the Windows "
+        "Server 2025 Arc hotpatch licensing rule",
+    )
+    configuration: tuple[Reason, ...] = ()
+    if machine.enable_hotpatching is False:
+        configuration = (
+            Reason(
+                ReasonCode.HOTPATCH_DISABLED,
+                "enableHotpatching is false on an Azure Edition machine",
+            ),
+        )
+    return Eligibility(family, configuration=configuration, signals=(signal,))
 
 
 def _arc_enrolment(machine: Machine) -> list[Reason]:
@@ -193,7 +257,9 @@ def _arc_enrolment(machine: Machine) -> list[Reason]:
         problems.append(f"hotpatchEnablementStatus is {status}{hint}")
     if not problems:
         return []
-    return [Reason("arc_not_enrolled", "not enrolled in Arc hotpatch: " + "; ".join(problems))]
+    return [
+        Reason(ReasonCode.ARC_NOT_ENROLLED, "not enrolled in Arc hotpatch: " + "; ".join(problems))
+    ]
 
 
 __all__ = ["BUILD_MAJOR", "eligibility", "image_eligibility"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from hotpatch.core.models import OsFamily, Reason
+from hotpatch.core.reasons import ReasonCode
 
 
 class ImageEntry(BaseModel):
@@ -18,7 +19,7 @@ class ImageEntry(BaseModel):
     sku: str | None = Field(default=None, min_length=1)
     os: OsFamily | None = None
     #: For not-hotpatchable entries: the reason code and the sentence to show.
-    code: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
+    code: ReasonCode | None = None
     reason: str | None = None
 
 
@@ -61,7 +62,7 @@ class ImageCatalog:
         if (entry := self._hotpatchable.get(key)) is not None:
             return ImageMatch(entry.os, None)
         if (entry := self._not_hotpatchable.get(key)) is not None:
-            code = entry.code or "sku_not_hotpatchable"
+            code = entry.code or ReasonCode.SKU_NOT_HOTPATCHABLE
             text = entry.reason or f"SKU {sku} cannot be hotpatched"
             return ImageMatch(entry.os, Reason(code, text))
         preview = self._preview.get(key) or self._preview.get((key[0], key[1], None))
@@ -70,7 +71,7 @@ class ImageCatalog:
             return ImageMatch(
                 os,
                 Reason(
-                    "preview_offer",
+                    ReasonCode.PREVIEW_OFFER,
                     f"{offer}/{sku} is a preview offer, not in Microsoft's supported hotpatch "
                     "list; counted only when the allow-preview-images policy is on",
                 ),
@@ -80,7 +81,7 @@ class ImageCatalog:
         return ImageMatch(
             os,
             Reason(
-                "sku_not_hotpatchable",
+                ReasonCode.SKU_NOT_HOTPATCHABLE,
                 f"{publisher}/{offer}/{sku} is not a hotpatch image; supported: the Windows "
                 "Server 2022/2025 Datacenter: Azure Edition hotpatch SKUs",
             ),

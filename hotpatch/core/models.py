@@ -57,6 +57,19 @@ class MonthKind(StrEnum):
         return self is not MonthKind.HOTPATCH
 
 
+class Channel(StrEnum):
+    """Which update track a release belongs to.
+
+    Microsoft ships, each month, the hotpatch-track release (a baseline or a hotpatch) and the
+    regular cumulative update (LCU) at a build between the hotpatch builds; out-of-band updates
+    may be on either. A machine on a regular build is current on security but off the hotpatch
+    track until the next baseline.
+    """
+
+    HOTPATCH = "hotpatch"
+    REGULAR = "regular"
+
+
 class MachineKind(StrEnum):
     VM = "vm"
     ARC = "arc"
@@ -129,6 +142,9 @@ class AssessmentSummary(Record):
     reboot_pending: bool | None = None
     critical: Count = 0
     security: Count = 0
+    #: Available updates of the classes that can need a restart even in a hotpatch month
+    #: (update rollups, feature and service packs, tools, updates, other: .NET, drivers).
+    restart_capable: Count = 0
 
 
 class InstallationSummary(Record):
@@ -162,11 +178,24 @@ class Machine(Record):
     patch_mode: str | None = None
     enable_hotpatching: bool | None = None
     provision_vm_agent: bool | None = None
+    #: `osProfile.windowsConfiguration.enableAutomaticUpdates`: AutomaticByPlatform needs it.
+    enable_automatic_updates: bool | None = None
+    #: `patchSettings.assessmentMode`: ImageDefault or AutomaticByPlatform (every 24 h).
+    assessment_mode: str | None = None
+    #: `automaticByPlatformSettings.bypassPlatformSafetyChecksOnUserSchedule`: true means
+    #: installs run only on the customer's Update Manager schedule.
+    bypass_platform_safety_checks: bool | None = None
+    #: `automaticByPlatformSettings.rebootSetting`.
+    reboot_setting: str | None = None
+    #: `securityProfile.securityType` (TrustedLaunch, ConfidentialVM; absent is Standard).
+    security_type: str | None = None
     #: "Uniform" for Uniform scale sets and their instances.
     orchestration_mode: str | None = None
     # Azure Arc only
     arc_status: str | None = None
     arc_os_sku: str | None = None
+    #: The row's `kind` column: where an Arc machine runs ("HCI" for Azure Local).
+    arc_kind: str | None = None
     hotpatch_enablement_status: str | None = None
     hotpatch_subscription_status: str | None = None
 
@@ -242,6 +271,8 @@ class Eligibility:
     configuration: tuple[Reason, ...] = ()
     #: Data too incomplete to decide: the verdict is `unknown`, not `not_eligible`.
     undecided: tuple[Reason, ...] = ()
+    #: Facts worth showing that change nothing (e.g. judged as Azure Edition on Azure Local).
+    signals: tuple[Reason, ...] = ()
 
     @property
     def eligible(self) -> bool:
@@ -264,6 +295,11 @@ class BuildPosition:
     exact: bool
     releases_behind: int | None
     on_current_baseline: bool | None
+    #: The track of the exact catalog release the build is (hotpatch unless it is a regular
+    #: cumulative or out-of-band update).
+    channel: Channel = Channel.HOTPATCH
+    #: Newer than every build the catalog knows: the catalog cannot place it.
+    beyond_catalog: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +315,11 @@ class Decision:
     releases_behind: int | None = None
     expected_build: str | None = None
     grace_ends: datetime | None = None
+    #: Facts worth showing that do not change the state (assessment mode, security type, ...).
+    signals: tuple[Reason, ...] = ()
+    #: When the machine is next expected to restart, and why (None: not eligible or unknown).
+    next_restart: datetime | None = None
+    restart_cause: str | None = None
 
 
 class Verdict(NamedTuple):
@@ -348,6 +389,18 @@ class Verdict(NamedTuple):
     @property
     def grace_ends(self) -> datetime | None:
         return self.decision.grace_ends
+
+    @property
+    def signals(self) -> tuple[Reason, ...]:
+        return self.decision.signals
+
+    @property
+    def next_restart(self) -> datetime | None:
+        return self.decision.next_restart
+
+    @property
+    def restart_cause(self) -> str | None:
+        return self.decision.restart_cause
 
     @property
     def last_assessed(self) -> datetime | None:

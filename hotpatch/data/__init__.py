@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from hotpatch.core.calendar import YearMonth
 from hotpatch.core.images import ImageCatalog, ImageCatalogFile
 from hotpatch.core.releases import Release, ReleaseCatalog, ReleaseCatalogFile
 from hotpatch.errors import DataFileError
@@ -78,7 +79,7 @@ def load_release_catalog(path: Path | None = None) -> ReleaseCatalog:
     parsed = _validate(ReleaseCatalogFile, label, document)
     first_of_month: dict[tuple[str, str], int] = {}
     for index, release in enumerate(parsed.releases):
-        if release.out_of_band:
+        if release.out_of_band or not release.on_track:
             continue
         key = (release.os.value, release.month)
         if key in first_of_month:
@@ -88,7 +89,8 @@ def load_release_catalog(path: Path | None = None) -> ReleaseCatalog:
                 f"(the first is releases[{first_of_month[key]}]); mark extra releases out_of_band"
             )
         first_of_month[key] = index
-    return ReleaseCatalog(parsed.releases)
+    horizon = YearMonth.parse(parsed.covers_through) if parsed.covers_through else None
+    return ReleaseCatalog(parsed.releases, covers_through=horizon, programs=parsed.programs)
 
 
 @cache

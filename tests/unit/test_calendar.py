@@ -490,8 +490,8 @@ def test_restart_forecast_is_n_restarts_in_order_after_now(
         pytest.param(
             "20348.9999",
             "2026-05",
-            ("2026-05", None, False, 0, True),
-            id="newer-than-the-catalog-reference-is-the-latest",
+            ("2026-05", None, False, None, None),
+            id="newer-than-the-catalog-is-never-placed-even-when-the-reference-is-the-latest",
         ),
         pytest.param(
             "26100.32230",

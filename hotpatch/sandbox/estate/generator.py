@@ -218,7 +218,7 @@ def _track(
     chain = tuple(
         r
         for r in releases.releases
-        if r.os is os and not r.out_of_band and r.date <= slot.patch_tuesday
+        if r.os is os and r.on_track and not r.out_of_band and r.date <= slot.patch_tuesday
     )
     if not chain:
         return None
@@ -233,6 +233,7 @@ def _track(
         r
         for r in releases.releases
         if r.os is os
+        and r.on_track
         and r.out_of_band
         and r.date > chain[-1].date
         and _released_at(r) < as_of_seconds
