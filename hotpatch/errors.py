@@ -19,6 +19,17 @@ class InputError(HotpatchError):
     """An input file (an inventory export) cannot be read at all."""
 
 
+class ReleasePageError(InputError):
+    """Microsoft's release information page (a file or a URL) cannot be fetched or read as
+    served: unreachable, too large, a changed table layout, or a row that fails validation.
+    The message names the table and row; nothing of the page is used."""
+
+
+class CatalogConflictError(HotpatchError):
+    """A release read from the page contradicts a row already in the release catalog; an
+    existing row is never changed silently, so nothing is written."""
+
+
 class AzureError(HotpatchError):
     """Azure answered, or failed to answer, in a way the operation cannot recover from."""
 
