@@ -171,7 +171,7 @@ class Evaluator:
                 critical,
                 security,
                 reboot,
-                other > 0,
+                other,
             )
         decision = self._decisions.get(facts)
         if decision is None:

@@ -68,22 +68,32 @@ def _hotpatch_feature(features: Any) -> Any:
 
 
 ResourceId = Annotated[str, Field(min_length=1), AfterValidator(_casefold)]
+#: A validation alias no Resource Graph column has: the field takes its default, whatever the row.
+_NO_COLUMN = "\x00hotpatch"
 _IMAGE = ("storageProfile", "imageReference")
 _PATCH = ("osProfile", "windowsConfiguration", "patchSettings")
 
 
 class _ResourceRow(Machine):
-    """The columns every `resources` row has."""
+    """The columns every `resources` row has that the rules read.
+
+    A real row carries every column of its table (`id, name, type, tenantId, kind, location,
+    resourceGroup, subscriptionId, managedBy, sku, plan, properties, tags, identity, zones,
+    extendedLocation`); the others are ignored. The row's `kind` column (usually "") is not the
+    machine's kind, which the row's type decides: the field reads from no column.
+    https://learn.microsoft.com/azure/governance/resource-graph/reference/supported-tables-resources
+    """
 
     id: ResourceId
     name: str = ""
     subscription_id: str | None = Field(default=None, validation_alias="subscriptionId")
     tags: dict[str, str] | None = None
+    kind: MachineKind = Field(default=MachineKind.VM, validation_alias=_NO_COLUMN)
 
 
 class _VmRow(_ResourceRow):
     type: Literal["microsoft.compute/virtualmachines"]
-    kind: MachineKind = MachineKind.VM
+    kind: MachineKind = Field(default=MachineKind.VM, validation_alias=_NO_COLUMN)
     os_type: str | None = _at("storageProfile", "osDisk", "osType")
     os_version: str | None = _at("extended", "instanceView", "osVersion")
     power_state: str | None = _at("extended", "instanceView", "powerState", "code")
@@ -97,6 +107,15 @@ class _VmRow(_ResourceRow):
     patch_mode: str | None = _at(*_PATCH, "patchMode")
     enable_hotpatching: bool | None = _at(*_PATCH, "enableHotpatching")
     provision_vm_agent: bool | None = _at("osProfile", "windowsConfiguration", "provisionVMAgent")
+    enable_automatic_updates: bool | None = _at(
+        "osProfile", "windowsConfiguration", "enableAutomaticUpdates"
+    )
+    assessment_mode: str | None = _at(*_PATCH, "assessmentMode")
+    bypass_platform_safety_checks: bool | None = _at(
+        *_PATCH, "automaticByPlatformSettings", "bypassPlatformSafetyChecksOnUserSchedule"
+    )
+    reboot_setting: str | None = _at(*_PATCH, "automaticByPlatformSettings", "rebootSetting")
+    security_type: str | None = _at("securityProfile", "securityType")
 
 
 class _UniformVmRow(_VmRow):
@@ -108,7 +127,7 @@ class _UniformVmRow(_VmRow):
 
 class _ScaleSetRow(_ResourceRow):
     type: Literal["microsoft.compute/virtualmachinescalesets"]
-    kind: MachineKind = MachineKind.SCALE_SET
+    kind: MachineKind = Field(default=MachineKind.SCALE_SET, validation_alias=_NO_COLUMN)
     orchestration_mode: str | None = _at("orchestrationMode")
     image_publisher: str | None = _at("virtualMachineProfile", *_IMAGE, "publisher")
     image_offer: str | None = _at("virtualMachineProfile", *_IMAGE, "offer")
@@ -118,7 +137,9 @@ class _ScaleSetRow(_ResourceRow):
 
 class _ArcRow(_ResourceRow):
     type: Literal["microsoft.hybridcompute/machines"]
-    kind: MachineKind = MachineKind.ARC
+    kind: MachineKind = Field(default=MachineKind.ARC, validation_alias=_NO_COLUMN)
+    #: Here the `kind` column means something: where the machine runs ("HCI": Azure Local).
+    arc_kind: str | None = Field(default=None, validation_alias="kind")
     arc_status: str | None = _at("status")
     os_type: str | None = _at("osType")
     os_version: str | None = _at("osVersion")
@@ -132,6 +153,25 @@ class _ArcRow(_ResourceRow):
 
 
 _COUNTS = "availablePatchCountByClassification"
+#: Classifications that can need a restart in any month; critical and security are counted on
+#: their own, and definition updates (Defender signatures) never restart.
+_NOT_RESTART_CAPABLE = frozenset({"critical", "security", "definition"})
+
+
+def _restart_capable(counts: Any) -> Any:
+    """`availablePatchCountByClassification` -> the sum of the restart-capable classes."""
+    if counts is None:
+        return 0
+    if not isinstance(counts, dict):
+        raise ValueError("availablePatchCountByClassification must be an object")
+    total = 0
+    for name, value in counts.items():
+        if name in _NOT_RESTART_CAPABLE or value is None:
+            continue
+        if type(value) is not int or value < 0:
+            raise ValueError(f"{name} must be a count, not {value!r}")
+        total += value
+    return total
 
 
 def _machine_key(mark: str) -> Any:
@@ -157,6 +197,7 @@ class _AssessmentRow(AssessmentSummary):
     reboot_pending: bool | None = _at("rebootPending")
     critical: Count = _at(_COUNTS, "critical", default=0)
     security: Count = _at(_COUNTS, "security", default=0)
+    restart_capable: Annotated[Count, BeforeValidator(_restart_capable)] = _at(_COUNTS, default=0)
 
 
 class _InstallationRow(InstallationSummary):
@@ -200,6 +241,9 @@ class ParsedInventory:
     installations: Mapping[str, InstallationSummary] = field(default_factory=dict)
     rows: int = 0
     ignored: int = 0
+    #: Ids of machine rows that repeated an earlier machine (ids compare case-insensitively):
+    #: the first row counts, the repeats are reported and never judged twice.
+    duplicates: tuple[str, ...] = ()
     #: `machine_profile` of each machine, in the same order (None for a malformed one); machines
     #: with equal profiles share one tuple. Taken here when the caller did not give them.
     profiles: list[Profile | None] = field(default_factory=list)
@@ -266,20 +310,40 @@ def _parse(rows: Iterable[Any]) -> ParsedInventory:
                 profile = machine_profile(outcome)
                 profiles.append(known.setdefault(profile, profile))
     found: list[Machine | MalformedMachine] = []
+    kept: list[Profile | None] = []
+    seen: set[str] = set()
+    duplicates: list[str] = []
     for index, machine in enumerate(machines):
+        if machine.id in seen:
+            duplicates.append(machine.id)
+            continue
+        seen.add(machine.id)
         error = broken.pop(machine.id, None)
         if error is None:
             found.append(machine)
+            kept.append(profiles[index])
         else:
             found.append(MalformedMachine(machine.id, machine.name, error, machine.subscription_id))
-            profiles[index] = None
-    found.extend(malformed)
+            kept.append(None)
+    profiles = kept
+    for bad in malformed:
+        if bad.id in seen:
+            duplicates.append(bad.id)
+            continue
+        seen.add(bad.id)
+        found.append(bad)
     # Patch rows whose machine is not in the export: reported, not silently dropped.
     for key, error in broken.items():
         found.append(MalformedMachine(key, key.rsplit("/", 1)[-1], error))
     profiles.extend(None for _ in range(len(found) - len(profiles)))
     return ParsedInventory(
-        found, assessments, installations, len(batch), ignored, profiles=profiles
+        found,
+        assessments,
+        installations,
+        len(batch),
+        ignored,
+        duplicates=tuple(duplicates),
+        profiles=profiles,
     )
 
 
