@@ -29,9 +29,9 @@ from datetime import UTC, datetime, timedelta
 
 from hotpatch.azure.compute import ComputePatchOperations, Limits, WriteBudget
 from hotpatch.azure.credentials import AsyncStaticTokenCredential
-from hotpatch.azure.patching import MachineRef, OperationOutcome
 from hotpatch.core.models import MachineKind
 from hotpatch.data import shipped_release_catalog
+from hotpatch.ports import MachineRef, OperationOutcome
 from hotpatch.sandbox.arm import Quota
 from hotpatch.sandbox.estate import EstateSpec, generate_estate
 from hotpatch.sandbox.server import Sandbox, SandboxConfig

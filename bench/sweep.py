@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hotpatch.azure.resource_graph import InventoryProgress, Scope
 from hotpatch.bulk import collector_paused
+from hotpatch.ports import InventoryProgress, Scope
 from hotpatch.sandbox.arm import Quota
 from hotpatch.sandbox.estate import EstateSpec, generate_estate
 from hotpatch.sandbox.server import SandboxConfig

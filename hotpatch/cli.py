@@ -32,6 +32,7 @@ from hotpatch.export import read_rows
 from hotpatch.report import (
     calendar_json,
     print_calendar,
+    print_catalog_notice,
     print_summary,
     report_csv,
     report_json,
@@ -145,6 +146,33 @@ def build_parser() -> argparse.ArgumentParser:
     export = sandbox_commands.add_parser("export", help="write a generated estate as a raw export")
     _estate_options(export)
     export.add_argument("--output", type=Path, required=True)
+
+    catalog = commands.add_parser("catalog", help="the release catalog")
+    catalog_commands = catalog.add_subparsers(
+        dest="catalog_command", required=True, parser_class=_Parser
+    )
+    update = catalog_commands.add_parser(
+        "update",
+        help="read Microsoft's Windows Server release information page; show, or --write, "
+        "what it adds to the release catalog",
+    )
+    update.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="FILE|URL",
+        help="the page: a saved copy, or "
+        "https://learn.microsoft.com/windows/release-health/windows-server-release-info",
+    )
+    update.add_argument(
+        "--write",
+        action="store_true",
+        help="write the catalog (default: only show the difference); never over a conflict",
+    )
+    update.add_argument(
+        "--output", type=Path, help="the catalog file to write (default: HOTPATCH_RELEASE_CATALOG)"
+    )
+    update.add_argument("--format", choices=("table", "json"), default="table")
     return parser
 
 
@@ -197,6 +225,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     console = Console() if sys.stdout.isatty() else Console(width=160)
     try:
         settings = Settings.from_env(os.environ if environ is None else environ)
+        if args.command == "catalog":  # before the rules: the catalog file may not exist yet
+            return _catalog_update(args, settings, console)
         rules = Rules.from_settings(settings)
         if args.command == "calendar":
             return _calendar(args, rules, console)
@@ -269,7 +299,8 @@ def _evaluate(args: argparse.Namespace, rules: Rules, console: Console) -> int:
         )
         text = json.dumps(document, indent=1) + "\n"
     else:
-        text = report_csv(result.verdicts)
+        text = report_csv(result.verdicts, result.summary)
+    print_catalog_notice(Console(stderr=True), result.summary)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text, encoding="utf-8")
@@ -302,7 +333,8 @@ def _target(
         async_azure_credential,
         azure_credential,
     )
-    from hotpatch.azure.resource_graph import ResourceGraphInventory, Scope, resource_graph_client
+    from hotpatch.azure.resource_graph import ResourceGraphInventory, resource_graph_client
+    from hotpatch.ports import Scope
 
     with ExitStack() as stack:
         base_url: str | None = None
@@ -464,7 +496,7 @@ def _run_sweep(
     """Sweep, write the full report, print what the format asks for; returns the Sweep."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hotpatch.azure.resource_graph import InventoryProgress
+    from hotpatch.ports import InventoryProgress
     from hotpatch.service import sweep
 
     progress = Progress(
@@ -489,11 +521,13 @@ def _run_sweep(
     args.report_dir.mkdir(parents=True, exist_ok=True)
     report = args.report_dir / f"sweep-{now:%Y%m%dT%H%M%SZ}.json"
     report.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    if args.format in {"json", "csv"}:
+        print_catalog_notice(Console(stderr=True), evaluation.summary)
     if args.format == "json":
         sys.stdout.write(json.dumps(document, indent=1) + "\n")
         return result
     if args.format == "csv":
-        sys.stdout.write(report_csv(evaluation.verdicts))
+        sys.stdout.write(report_csv(evaluation.verdicts, evaluation.summary))
         return result
     print_summary(
         console,
@@ -553,6 +587,27 @@ def _sandbox(args: argparse.Namespace, rules: Rules, console: Console) -> int:
         f"{as_of:%Y-%m-%dT%H:%MZ}"
     )
     serve_forever(config, estate)
+    return EXIT_OK
+
+
+def _catalog_update(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from hotpatch.catalog_update import conflict_message, print_update, update_catalog
+
+    print(f"hotpatch: reading {args.source}", file=sys.stderr)
+    update, target, written = update_catalog(
+        args.source, output=args.output, configured=settings.release_catalog, write=args.write
+    )
+    if args.format == "json":
+        _print_json(update.summary(target, written))
+    else:
+        print_update(console, update, target)
+    if update.conflicts:
+        print(f"hotpatch: error: {conflict_message(update)}", file=sys.stderr)
+        return EXIT_USAGE
+    if written:
+        print(f"hotpatch: wrote {target}", file=sys.stderr)
+    elif update.changes:
+        print("hotpatch: nothing written; run again with --write", file=sys.stderr)
     return EXIT_OK
 
 

@@ -8,14 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from hotpatch.azure.patching import MachineRef
-from hotpatch.azure.resource_graph import (
-    Inventory,
-    InventoryProgress,
-    InventoryStats,
-    ProgressCallback,
-    Scope,
-)
 from hotpatch.bulk import collector_paused
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.compliance import Evaluator, Summary, summarize
@@ -25,6 +17,8 @@ from hotpatch.core.models import Action, Verdict
 from hotpatch.core.policy import Policy
 from hotpatch.core.releases import ReleaseCatalog
 from hotpatch.data import load_image_catalog, load_release_catalog
+from hotpatch.ports.inventory import Inventory, InventoryStats, ProgressCallback, Scope
+from hotpatch.ports.patch_operations import MachineRef
 from hotpatch.settings import Settings
 
 
@@ -56,6 +50,8 @@ class Evaluation:
     summary: Summary
     rows: int
     ignored_rows: int
+    #: Ids of machine rows that repeated an earlier machine: reported, judged once.
+    duplicates: tuple[str, ...] = ()
 
 
 def evaluate_rows(rows: Iterable[Any], rules: Rules, now: datetime) -> Evaluation:
@@ -64,7 +60,14 @@ def evaluate_rows(rows: Iterable[Any], rules: Rules, now: datetime) -> Evaluatio
         inventory = parse_rows(rows)
         evaluator = Evaluator(rules.images, rules.calendar, rules.policy, now)
         verdicts = evaluator.evaluate_all(inventory)
-    return Evaluation(now, verdicts, summarize(verdicts), inventory.rows, inventory.ignored)
+    return Evaluation(
+        now,
+        verdicts,
+        summarize(verdicts, evaluator.staleness),
+        inventory.rows,
+        inventory.ignored,
+        inventory.duplicates,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,19 +103,19 @@ def sweep(
     """
     started = monotonic()
     evaluator = Evaluator(rules.images, rules.calendar, rules.policy, now)
-    stats = InventoryStats()
+    pager = inventory.list_machines(scope)
     verdicts: list[Verdict] = []
     rows = ignored = 0
-    for page in inventory.pages(scope, stats):
+    for page in pager.by_page():
         with collector_paused():
             parsed = parse_rows(page)
             verdicts.extend(evaluator.evaluate_all(parsed))
         rows += parsed.rows
         ignored += parsed.ignored
         if on_progress is not None:
-            on_progress(InventoryProgress(stats.pages, stats.rows, stats.total_records))
-    evaluation = Evaluation(now, verdicts, summarize(verdicts), rows, ignored)
-    return Sweep(scope.describe(), evaluation, stats, monotonic() - started)
+            on_progress(pager.stats.progress())
+    evaluation = Evaluation(now, verdicts, summarize(verdicts, evaluator.staleness), rows, ignored)
+    return Sweep(scope.describe(), evaluation, pager.stats, monotonic() - started)
 
 
 def assessment_targets(verdicts: Iterable[Verdict]) -> list[MachineRef]:

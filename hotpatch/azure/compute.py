@@ -1,6 +1,6 @@
 """Assess and install patches on many Azure VMs through Azure Compute's long-running operations.
 
-`ComputePatchOperations` follows `hotpatch.azure.patching.PatchOperations`: it takes machines in
+`ComputePatchOperations` follows `hotpatch.ports.PatchOperations`: it takes machines in
 domain words and returns one `OperationOutcome` per machine, whatever happened to it. Inside:
 
 - one `azure.mgmt.compute.aio.ComputeManagementClient` per subscription (the client is bound to
@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
@@ -63,49 +63,33 @@ from azure.mgmt.compute.models import (
     WindowsParameters,
 )
 
-from hotpatch.azure.patching import (
-    ARC_NOT_SUPPORTED,
-    Classification,
+from hotpatch.core.models import MachineKind
+from hotpatch.ports.patch_operations import (
     Clock,
-    FakePatchOperations,
     InstallParameters,
     MachineRef,
     OperationKind,
     OperationOutcome,
     OutcomeCallback,
     OutcomeStatus,
-    PatchOperations,
-    RebootSetting,
     RebootStatus,
     distinct_machines,
     notify,
     resumable_only,
     skipped_arc,
-    system_clock,
 )
-from hotpatch.core.models import MachineKind
 
 __all__ = [
-    "ARC_NOT_SUPPORTED",
     "ARM_ENDPOINT",
     "WRITES_REMAINING_HEADER",
-    "Classification",
     "ClientFactory",
     "ComputePatchOperations",
-    "FakePatchOperations",
-    "InstallParameters",
     "Limits",
-    "MachineRef",
-    "OperationKind",
-    "OperationOutcome",
-    "OutcomeStatus",
-    "PatchOperations",
     "Policy",
-    "RebootSetting",
-    "RebootStatus",
     "ThrottleEvent",
     "WriteBudget",
     "install_body",
+    "utc_now",
 ]
 
 ARM_ENDPOINT = "https://management.azure.com"
@@ -219,6 +203,11 @@ class _Tally:
             self.throttled += 1
 
 
+def utc_now() -> datetime:
+    """The clock an adapter stamps outcomes with unless given one (the shell reads the clock)."""
+    return datetime.now(UTC)
+
+
 class ComputePatchOperations:
     """`PatchOperations` on Azure Compute (or the sandbox). Use with `async with`, or `close()`.
 
@@ -234,7 +223,7 @@ class ComputePatchOperations:
         connection_verify: bool | str = True,
         client_factory: ClientFactory | None = None,
         limits: Limits | None = None,
-        clock: Clock = system_clock,
+        clock: Clock | None = None,
     ) -> None:
         if credential is None and client_factory is None:
             raise ValueError("give a credential or a client_factory")
@@ -243,7 +232,7 @@ class ComputePatchOperations:
         self._base_url = base_url
         self._verify = connection_verify
         self._factory = client_factory or self._client_for
-        self._clock = clock
+        self._clock = clock or utc_now
         self._clients: dict[str, ComputeManagementClient] = {}
         self._pacers: dict[str, _WritePacer] = {}
         self._subscription_slots: dict[str, asyncio.Semaphore] = {}

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -37,6 +36,7 @@ from hotpatch.errors import (
     QueryRejectedError,
     ThrottledError,
 )
+from hotpatch.ports.inventory import InventoryPager, InventoryStats, Scope
 
 #: Resource Graph answers at most 1000 rows a page and takes at most 1000 subscriptions a query.
 PAGE_SIZE = 1000
@@ -55,35 +55,17 @@ def inventory_query() -> str:
     return resources.files("hotpatch.azure").joinpath("queries/inventory.kql").read_text("utf-8")
 
 
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """What to inventory: subscriptions, management groups, or (neither) the whole tenant."""
-
-    subscriptions: tuple[str, ...] = ()
-    management_groups: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.subscriptions and self.management_groups:
-            raise ValueError("a scope is subscriptions or management groups, not both")
-
-    def batches(self) -> list[dict[str, list[str]]]:
-        """The scope of each query: subscriptions in batches of at most 1000."""
-        if self.subscriptions:
-            unique = list(dict.fromkeys(self.subscriptions))
-            return [
-                {"subscriptions": unique[start : start + MAX_SUBSCRIPTIONS_PER_QUERY]}
-                for start in range(0, len(unique), MAX_SUBSCRIPTIONS_PER_QUERY)
-            ]
-        if self.management_groups:
-            return [{"management_groups": list(self.management_groups)}]
-        return [{}]
-
-    def describe(self) -> str:
-        if self.subscriptions:
-            return f"{len(self.subscriptions)} subscription(s)"
-        if self.management_groups:
-            return "management group(s) " + ", ".join(self.management_groups)
-        return "the tenant"
+def query_batches(scope: Scope) -> list[dict[str, list[str]]]:
+    """The scope of each query: subscriptions in batches of at most 1000."""
+    if scope.subscriptions:
+        unique = list(dict.fromkeys(scope.subscriptions))
+        return [
+            {"subscriptions": unique[start : start + MAX_SUBSCRIPTIONS_PER_QUERY]}
+            for start in range(0, len(unique), MAX_SUBSCRIPTIONS_PER_QUERY)
+        ]
+    if scope.management_groups:
+        return [{"management_groups": list(scope.management_groups)}]
+    return [{}]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,77 +78,6 @@ class RetryPolicy:
     max_backoff: timedelta = timedelta(seconds=20)
     #: 429s per page before ThrottledError (each waits its Retry-After).
     throttled_attempts: int = 10
-
-
-@dataclass(frozen=True, slots=True)
-class InventoryProgress:
-    pages: int
-    rows: int
-    total_records: int | None
-
-
-@dataclass(slots=True)
-class InventoryStats:
-    """What a sweep's inventory cost: for the run summary and the benchmarks."""
-
-    pages: int = 0
-    requests: int = 0
-    rows: int = 0
-    #: Resource Graph's count of query rows (machines and Flexible scale sets), when known.
-    total_records: int | None = None
-    retries: Counter[str] = field(default_factory=Counter)
-    quota_waits: int = 0
-    quota_wait_seconds: float = 0.0
-    throttle_wait_seconds: float = 0.0
-    skipped_scopes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "pages": self.pages,
-            "requests": self.requests,
-            "rows": self.rows,
-            "retries": dict(self.retries),
-            "quota_waits": self.quota_waits,
-            "quota_wait_seconds": round(self.quota_wait_seconds, 3),
-            "throttle_wait_seconds": round(self.throttle_wait_seconds, 3),
-            "skipped_scopes": list(self.skipped_scopes),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class InventorySnapshot:
-    """Every machine in scope as raw export rows (docs/raw-export.md), and what it cost."""
-
-    rows: list[dict[str, Any]]
-    stats: InventoryStats
-
-
-ProgressCallback = Callable[[InventoryProgress], None]
-
-
-class Inventory(Protocol):
-    """Lists the machines of a scope, with their latest patch summaries, as raw export rows."""
-
-    def pages(self, scope: Scope, stats: InventoryStats) -> Iterator[list[dict[str, Any]]]:
-        """Raw export rows, page by page, filling `stats` as it goes.
-
-        A machine's rows (resource, assessment, installation) never straddle two pages, so a
-        caller may judge each page as it arrives.
-        """
-        ...
-
-
-def list_machines(
-    inventory: Inventory, scope: Scope, on_progress: ProgressCallback | None = None
-) -> InventorySnapshot:
-    """Every page at once, for callers that want the whole estate."""
-    stats = InventoryStats()
-    rows: list[dict[str, Any]] = []
-    for page in inventory.pages(scope, stats):
-        rows.extend(page)
-        if on_progress is not None:
-            on_progress(InventoryProgress(stats.pages, stats.rows, stats.total_records))
-    return InventorySnapshot(rows, stats)
 
 
 class ResourceGraphInventory:
@@ -192,9 +103,13 @@ class ResourceGraphInventory:
         self._monotonic = monotonic
         self._quota = _QuotaWindow()
 
-    def pages(self, scope: Scope, stats: InventoryStats) -> Iterator[list[dict[str, Any]]]:
+    def list_machines(self, scope: Scope) -> InventoryPager:
+        """The scope's machines as raw export rows, a page per query answer, fetched lazily."""
+        return InventoryPager(lambda stats: self._scope_pages(scope, stats))
+
+    def _scope_pages(self, scope: Scope, stats: InventoryStats) -> Iterator[list[dict[str, Any]]]:
         counted = 0  # totals of the batches before this one (1000 subscriptions a query)
-        for batch in scope.batches():
+        for batch in query_batches(scope):
             batch_total = 0
             for page, total in self._pages(batch, stats):
                 rows = [row for joined in page for row in export_rows(joined)]
@@ -203,11 +118,6 @@ class ResourceGraphInventory:
                 stats.total_records = counted + batch_total
                 yield rows
             counted += batch_total
-
-    def list_machines(
-        self, scope: Scope, on_progress: ProgressCallback | None = None
-    ) -> InventorySnapshot:
-        return list_machines(self, scope, on_progress)
 
     def _pages(
         self, batch: dict[str, list[str]], stats: InventoryStats
@@ -423,13 +333,19 @@ def _message(error: HttpResponseError) -> str:
 
 def export_rows(joined: dict[str, Any]) -> list[dict[str, Any]]:
     """One row of the inventory query -> the raw export rows it joins (machine, assessment,
-    installation), so that the core parses a sweep exactly as it parses an export file."""
+    installation), so that the core parses a sweep exactly as it parses an export file.
+
+    The machine row keeps the columns the query projects, from whichever table it came
+    (`resources`, or `computeresources` for a Uniform scale set instance, which has no patch
+    rows); `kind` is the row's column ("HCI" for an Arc machine on Azure Local)."""
     machine = {
         key: joined.get(key)
         for key in (
             "id",
             "name",
             "type",
+            "tenantId",
+            "kind",
             "subscriptionId",
             "resourceGroup",
             "location",
@@ -453,47 +369,6 @@ def export_rows(joined: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-class InMemoryInventory:
-    """The fake: raw export rows held in memory, scoped by subscription, paged by machine."""
-
-    def __init__(self, rows: Sequence[dict[str, Any]], page_size: int = PAGE_SIZE) -> None:
-        self.rows = list(rows)
-        self.page_size = page_size
-
-    def pages(self, scope: Scope, stats: InventoryStats) -> Iterator[list[dict[str, Any]]]:
-        if scope.management_groups:
-            raise ValueError("the in-memory inventory knows no management groups")
-        wanted = {s.casefold() for s in scope.subscriptions}
-        machines: dict[str, list[dict[str, Any]]] = {}
-        for row in self.rows:
-            if wanted and str(row.get("subscriptionId", "")).casefold() not in wanted:
-                continue
-            machines.setdefault(_machine_key(row), []).append(row)
-        groups = list(machines.values())
-        stats.total_records = len(groups)
-        for start in range(0, len(groups), self.page_size):
-            page = [row for group in groups[start : start + self.page_size] for row in group]
-            stats.pages += 1
-            stats.requests += 1
-            stats.rows += len(page)
-            yield page
-
-    def list_machines(
-        self, scope: Scope, on_progress: ProgressCallback | None = None
-    ) -> InventorySnapshot:
-        return list_machines(self, scope, on_progress)
-
-
-def _machine_key(row: dict[str, Any]) -> str:
-    """The machine a raw row belongs to: its own id, or the id its patch row hangs under."""
-    key = str(row.get("id", "")).casefold()
-    for mark in ("/patchassessmentresults/", "/patchinstallationresults/"):
-        cut = key.find(mark)
-        if cut > 0:
-            return key[:cut]
-    return key
 
 
 def resource_graph_client(

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from hotpatch.azure.resource_graph import RetryPolicy, Scope
+from hotpatch.azure.resource_graph import RetryPolicy
 from hotpatch.cli import main
 from hotpatch.core.models import Verdict
 from hotpatch.data import shipped_release_catalog
 from hotpatch.export import read_rows, write_rows
+from hotpatch.ports import Scope
 from hotpatch.sandbox.arm import FaultConfig
 from hotpatch.sandbox.estate import Estate, EstateSpec, generate_estate
 from hotpatch.sandbox.server import SandboxConfig

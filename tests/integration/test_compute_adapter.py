@@ -16,10 +16,11 @@ from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.mgmt.compute.aio import ComputeManagementClient
 
 from hotpatch.azure.compute import ComputePatchOperations, Limits, Policy, WriteBudget
-from hotpatch.azure.patching import (
+from hotpatch.data import shipped_release_catalog
+from hotpatch.fakes import FakePatchOperations
+from hotpatch.ports.patch_operations import (
     ARC_NOT_SUPPORTED,
     Classification,
-    FakePatchOperations,
     InstallParameters,
     MachineRef,
     OperationKind,
@@ -29,7 +30,6 @@ from hotpatch.azure.patching import (
     RebootSetting,
     RebootStatus,
 )
-from hotpatch.data import shipped_release_catalog
 from hotpatch.sandbox.arm import Quota
 from hotpatch.sandbox.estate import Estate, EstateSpec, generate_estate
 from hotpatch.sandbox.server import Sandbox

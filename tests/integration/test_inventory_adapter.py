@@ -12,20 +12,17 @@ import pytest
 from hotpatch.azure.credentials import StaticTokenCredential
 from hotpatch.azure.resource_graph import (
     MAX_SUBSCRIPTIONS_PER_QUERY,
-    InMemoryInventory,
-    Inventory,
-    InventoryProgress,
-    InventoryStats,
     ResourceGraphInventory,
     RetryPolicy,
-    Scope,
-    list_machines,
+    query_batches,
     resource_graph_client,
 )
 from hotpatch.core.inventory import parse_rows
 from hotpatch.core.models import Machine
 from hotpatch.data import shipped_release_catalog
 from hotpatch.errors import AzureAccessError, QueryRejectedError
+from hotpatch.fakes import InMemoryInventory
+from hotpatch.ports import Inventory, InventoryProgress, Scope, read_inventory
 from hotpatch.sandbox.arm import FaultConfig, Quota
 from hotpatch.sandbox.estate import Estate, EstateSpec, generate_estate
 from hotpatch.sandbox.server import Sandbox
@@ -70,7 +67,7 @@ class TestContract:
     """What callers may rely on, whichever inventory they hold."""
 
     def test_every_machine_in_scope_comes_back_once(self, inventory: Inventory) -> None:
-        snapshot = list_machines(inventory, Scope())
+        snapshot = read_inventory(inventory, Scope())
         expected = {machine_id.casefold() for machine_id in ESTATE.machine_ids()}
         parsed = parse_rows(snapshot.rows)
         ids = [m.id for m in parsed.machines]
@@ -79,12 +76,12 @@ class TestContract:
 
     def test_machines_arrive_with_their_latest_patch_summaries(self, inventory: Inventory) -> None:
         expected = parse_rows(ESTATE.rows())
-        got = parse_rows(list_machines(inventory, Scope()).rows)
+        got = parse_rows(read_inventory(inventory, Scope()).rows)
         assert dict(got.assessments).keys() == dict(expected.assessments).keys()
         assert {k: v.last_modified for k, v in got.installations.items()} == {
             k: v.last_modified for k, v in expected.installations.items()
         }
-        assert machines_of(list_machines(inventory, Scope()).rows) == {
+        assert machines_of(read_inventory(inventory, Scope()).rows) == {
             m.id: m for m in expected.machines if isinstance(m, Machine)
         }
 
@@ -92,32 +89,32 @@ class TestContract:
         self, inventory: Inventory
     ) -> None:
         subscription = str(ESTATE.resources[0]["subscriptionId"])
-        rows = list_machines(inventory, Scope(subscriptions=(subscription,))).rows
+        rows = read_inventory(inventory, Scope(subscriptions=(subscription,))).rows
         machines = machines_of(rows)
         assert machines
         assert {m.subscription_id for m in machines.values()} == {subscription}
 
     def test_progress_is_reported_page_by_page(self, inventory: Inventory) -> None:
         seen: list[InventoryProgress] = []
-        snapshot = list_machines(inventory, Scope(), seen.append)
+        snapshot = read_inventory(inventory, Scope(), seen.append)
         assert [p.pages for p in seen] == list(range(1, snapshot.stats.pages + 1))
         assert [p.rows for p in seen] == sorted(p.rows for p in seen)
 
     def test_a_machines_rows_never_straddle_two_pages(self, inventory: Inventory) -> None:
-        stats = InventoryStats()
+        pager = inventory.list_machines(Scope())
         seen: dict[str, int] = {}
-        for number, page in enumerate(inventory.pages(Scope(), stats)):
+        for number, page in enumerate(pager.by_page()):
             parsed = parse_rows(page)
             for machine in parsed.machines:
                 assert seen.setdefault(machine.id, number) == number
             # Every patch summary on the page belongs to a machine on the same page.
             assert set(parsed.assessments) <= {m.id for m in parsed.machines}
-        assert stats.pages >= 2
+        assert pager.stats.pages >= 2
 
 
 def test_subscriptions_go_in_batches_of_at_most_1000() -> None:
     scope = Scope(subscriptions=tuple(f"sub-{n}" for n in range(2500)))
-    sizes = [len(batch["subscriptions"]) for batch in scope.batches()]
+    sizes = [len(batch["subscriptions"]) for batch in query_batches(scope)]
     assert sizes == [MAX_SUBSCRIPTIONS_PER_QUERY, MAX_SUBSCRIPTIONS_PER_QUERY, 500]
 
 
@@ -129,7 +126,7 @@ def test_a_scope_is_subscriptions_or_management_groups_not_both() -> None:
 class TestResourceGraph:
     def test_pages_are_followed_to_the_end(self, start_sandbox: Callable[..., Sandbox]) -> None:
         estate = estate_of(2600)
-        snapshot = adapter_for(start_sandbox(estate, graph_quota=None)).list_machines(Scope())
+        snapshot = read_inventory(adapter_for(start_sandbox(estate, graph_quota=None)), Scope())
         assert snapshot.stats.pages == 3
         assert len(machines_of(snapshot.rows)) == len(estate.machine_ids())
 
@@ -139,8 +136,8 @@ class TestResourceGraph:
         estate = estate_of(2600)
         sandbox = start_sandbox(estate, graph_quota=Quota(2, 1.0))
         adapter = adapter_for(sandbox)
-        first = adapter.list_machines(Scope())
-        second = adapter.list_machines(Scope())
+        first = read_inventory(adapter, Scope())
+        second = read_inventory(adapter, Scope())
         assert sandbox.counters().throttled == 0
         assert first.stats.retries == second.stats.retries == {}
         assert first.stats.quota_waits + second.stats.quota_waits >= 2
@@ -155,7 +152,7 @@ class TestResourceGraph:
         sandbox = start_sandbox(ESTATE, graph_quota=None, faults=faults)
         slept: list[float] = []
         adapter = adapter_for(sandbox, sleep=slept.append)
-        snapshot = adapter.list_machines(Scope())
+        snapshot = read_inventory(adapter, Scope())
         assert snapshot.stats.retries["throttled"] >= 1
         assert slept.count(1.0) >= snapshot.stats.retries["throttled"]
         assert len(machines_of(snapshot.rows)) == len(ESTATE.machine_ids())
@@ -166,7 +163,7 @@ class TestResourceGraph:
         faults = FaultConfig(seed=11, error_500_rate=0.2, error_503_rate=0.2, drop_rate=0.2)
         sandbox = start_sandbox(estate_of(2600), graph_quota=None, faults=faults)
         adapter = adapter_for(sandbox, sleep=lambda _: None, retry=RetryPolicy(attempts=20))
-        snapshot = adapter.list_machines(Scope())
+        snapshot = read_inventory(adapter, Scope())
         assert snapshot.stats.retries["server_error"] + snapshot.stats.retries["connection"] >= 1
         assert snapshot.stats.requests > snapshot.stats.pages
         assert len(machines_of(snapshot.rows)) == len(estate_of(2600).machine_ids())
@@ -177,7 +174,7 @@ class TestResourceGraph:
         subscriptions = sorted({str(r["subscriptionId"]) for r in ESTATE.resources})
         readable, unreadable = subscriptions[0], subscriptions[1]
         sandbox = start_sandbox(ESTATE, graph_quota=None, subscriptions=frozenset({readable}))
-        snapshot = adapter_for(sandbox).list_machines(Scope(subscriptions=(readable, unreadable)))
+        snapshot = read_inventory(adapter_for(sandbox), Scope(subscriptions=(readable, unreadable)))
         assert snapshot.stats.skipped_scopes == [f"/subscriptions/{unreadable}"]
         assert {m.subscription_id for m in machines_of(snapshot.rows).values()} == {readable}
 
@@ -190,14 +187,14 @@ class TestResourceGraph:
         )
         adapter = adapter_for(sandbox, allow_partial_scopes=False)
         with pytest.raises(AzureAccessError, match="403"):
-            adapter.list_machines(Scope(subscriptions=tuple(subscriptions[:2])))
+            read_inventory(adapter, Scope(subscriptions=tuple(subscriptions[:2])))
 
     def test_a_missing_token_is_an_access_error(
         self, start_sandbox: Callable[..., Sandbox]
     ) -> None:
         adapter = adapter_for(start_sandbox(ESTATE, graph_quota=None), token="")
         with pytest.raises(AzureAccessError, match="401"):
-            adapter.list_machines(Scope())
+            read_inventory(adapter, Scope())
 
     def test_a_rejected_query_carries_resource_graphs_message(
         self, start_sandbox: Callable[..., Sandbox]
@@ -209,13 +206,13 @@ class TestResourceGraph:
         )
         adapter = ResourceGraphInventory(client, query="resources | wherex type == 1")
         with pytest.raises(QueryRejectedError, match="rejected the query"):
-            adapter.list_machines(Scope())
+            read_inventory(adapter, Scope())
 
     def test_a_management_group_scope_reads_its_subscriptions(
         self, start_sandbox: Callable[..., Sandbox]
     ) -> None:
         sandbox = start_sandbox(ESTATE, graph_quota=None)
-        snapshot = adapter_for(sandbox).list_machines(Scope(management_groups=("root",)))
+        snapshot = read_inventory(adapter_for(sandbox), Scope(management_groups=("root",)))
         assert len(machines_of(snapshot.rows)) == len(ESTATE.machine_ids())
 
 
@@ -237,7 +234,7 @@ def test_a_failed_sign_in_is_an_access_error_naming_the_cause(
         _FailingCredential(), base_url=sandbox.base_url, connection_verify=str(sandbox.ca_path)
     )
     with pytest.raises(AzureAccessError, match=r"could not sign in.*failed to retrieve a token"):
-        ResourceGraphInventory(client).list_machines(Scope())
+        read_inventory(ResourceGraphInventory(client), Scope())
 
 
 def test_the_total_counts_every_batch_of_subscriptions(
@@ -248,10 +245,10 @@ def test_the_total_counts_every_batch_of_subscriptions(
     # 1001 subscriptions: two queries, the second holding only the last real one.
     fillers = tuple(f"00000000-0000-0000-0000-{n:012d}" for n in range(1001 - len(real)))
     scope = Scope(subscriptions=(*real[:-1], *fillers, real[-1]))
-    stats = InventoryStats()
-    rows = [row for page in adapter_for(sandbox).pages(scope, stats) for row in page]
-    assert len(scope.batches()) == 2
-    assert stats.total_records == len(machines_of(rows)) + sum(
+    pager = adapter_for(sandbox).list_machines(scope)
+    rows = list(pager)
+    assert len(query_batches(scope)) == 2
+    assert pager.stats.total_records == len(machines_of(rows)) + sum(
         1
         for r in ESTATE.resources
         if "virtualmachinescalesets" in str(r["type"]).lower()

@@ -10,10 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hotpatch.azure.patching import (
+from hotpatch.core.models import MachineKind
+from hotpatch.fakes import FakePatchOperations, RecordedCall, Scripted
+from hotpatch.ports.patch_operations import (
     ARC_NOT_SUPPORTED,
     Classification,
-    FakePatchOperations,
     InstallParameters,
     MachineRef,
     OperationKind,
@@ -21,10 +22,7 @@ from hotpatch.azure.patching import (
     OutcomeStatus,
     RebootSetting,
     RebootStatus,
-    RecordedCall,
-    Scripted,
 )
-from hotpatch.core.models import MachineKind
 
 NOW = datetime(2026, 5, 19, 12, 0, tzinfo=UTC)
 SUB = "11111111-1111-1111-1111-111111111111"
