@@ -34,6 +34,10 @@ CSV_COLUMNS = (
     "missing_critical_security",
     "grace_ends",
     "reasons",
+    "signal_codes",
+    "next_restart",
+    "restart_cause",
+    "catalog_notice",
 )
 
 STATE_STYLE = {
@@ -73,7 +77,16 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
         "last_assessed": iso(verdict.last_assessed),
         "missing_critical_security": verdict.missing_critical_security,
         "grace_ends": iso(verdict.grace_ends),
+        "signals": [{"code": r.code, "message": r.message} for r in verdict.signals],
+        "next_restart": iso(verdict.next_restart),
+        "restart_cause": verdict.restart_cause,
     }
+
+
+def catalog_json(summary: Summary) -> dict[str, Any]:
+    """The release catalog's standing: `{stale: false}`, or when and how far it fell behind."""
+    staleness = summary.catalog_staleness
+    return staleness.as_dict() if staleness is not None else {"stale": False}
 
 
 def report_json(
@@ -82,13 +95,20 @@ def report_json(
     return {
         "evaluated_at": iso(evaluated_at),
         **extra,
+        "catalog": catalog_json(summary),
         "summary": summary.as_dict(),
         "machines": [verdict_json(v) for v in verdicts],
     }
 
 
-def report_csv(verdicts: Iterable[Verdict]) -> str:
-    """One row per machine; reasons joined so that a spreadsheet filter still works."""
+def report_csv(verdicts: Iterable[Verdict], summary: Summary | None = None) -> str:
+    """One row per machine; reasons joined so that a spreadsheet filter still works.
+
+    A CSV has no header block, so a stale release catalog is stated on every row
+    (`catalog_notice`), where a filter or a pivot still sees it.
+    """
+    staleness = summary.catalog_staleness if summary is not None else None
+    notice = staleness.message if staleness is not None else None
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -97,6 +117,8 @@ def report_csv(verdicts: Iterable[Verdict]) -> str:
         reasons = row.pop("reasons")
         row["reason_codes"] = ";".join(r["code"] for r in reasons)
         row["reasons"] = " | ".join(r["message"] for r in reasons)
+        row["signal_codes"] = ";".join(r["code"] for r in row.pop("signals"))
+        row["catalog_notice"] = notice
         writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
     return buffer.getvalue()
 
@@ -106,6 +128,7 @@ def print_summary(
 ) -> None:
     """The compliance summary, roll-ups and the machines that need action (at most `limit`)."""
     console.print(f"[bold]{title}[/]")
+    print_catalog_notice(console, summary)
     states = Table()
     states.add_column("state")
     states.add_column("machines", justify="right")
@@ -140,6 +163,12 @@ def print_summary(
             console.print(
                 f"… and {len(needing) - limit} more: use --format json or csv for every machine."
             )
+
+
+def print_catalog_notice(console: Console, summary: Summary) -> None:
+    """A stale release catalog, said before anything that depends on it."""
+    if summary.catalog_staleness is not None:
+        console.print(f"[bold yellow]Stale release catalog:[/] {summary.catalog_staleness.message}")
 
 
 def _group_table(label: str, groups: dict[str, dict[str, int]]) -> Table:

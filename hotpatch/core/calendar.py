@@ -229,7 +229,10 @@ class Calendar:
         os, _, revision = parsed
         if os is None:
             return None
-        exact = self.catalog.exact(os, revision)
+        # Only releases out by the reference month count: a row for a release still to come
+        # never changes where a build stood before it.
+        through = str(reference.month)
+        exact = self.catalog.exact(os, revision, through)
         if exact is not None and not exact.on_track:
             # A regular cumulative (or out-of-band) update: current as of its month, but off the
             # hotpatch track until the next baseline.
@@ -244,8 +247,8 @@ class Calendar:
                 on_current_baseline=False,
                 channel=Channel.REGULAR,
             )
-        found = self.catalog.at_or_below(os, revision)
-        newest = self.catalog.newest_revision(os)
+        found = self.catalog.at_or_below(os, revision, through)
+        newest = self.catalog.newest_revision(os, through)
         if newest is not None and revision > newest:
             # Newer than every build the catalog knows: it cannot say which release this is,
             # so the build is never called behind (the assessment still judges the machine).

@@ -366,7 +366,7 @@ class Evaluator:
             return position, ((reason, Action.INSTALL_BASELINE),)
         findings: list[Finding] = []
         if position.channel is Channel.REGULAR:
-            findings.append(self._regular_channel(os, build, position))
+            findings.append(self._regular_channel(os, build, position, context))
         if position.releases_behind is None or position.releases_behind == 0:
             return position, tuple(findings)
         at = f"at {position.release_month}"
@@ -392,10 +392,13 @@ class Evaluator:
             findings.append((reason, install))
         return position, tuple(findings)
 
-    def _regular_channel(self, os: OsFamily, build: str, position: BuildPosition) -> Finding:
+    def _regular_channel(
+        self, os: OsFamily, build: str, position: BuildPosition, context: OsContext
+    ) -> Finding:
         """A machine that took the regular cumulative (or an out-of-band) update."""
         parsed = parse_build(build)
-        release = self.calendar.catalog.exact(os, parsed[2]) if parsed else None
+        through = str(context.in_force.month)
+        release = self.calendar.catalog.exact(os, parsed[2], through) if parsed else None
         month = YearMonth.parse(position.release_month or "")
         back = self.calendar.next_baseline_after(os, month)
         took = release.describe() if release else f"build 10.0.{build}"
@@ -549,6 +552,8 @@ class Summary:
     by_subscription: dict[str, dict[str, int]]
     by_os: dict[str, dict[str, int]]
     by_ring: dict[str, dict[str, int]]
+    #: Set when releases have shipped past the catalog's horizon: every output says so.
+    catalog_staleness: Staleness | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -561,7 +566,7 @@ class Summary:
         }
 
 
-def summarize(verdicts: Iterable[Verdict]) -> Summary:
+def summarize(verdicts: Iterable[Verdict], staleness: Staleness | None = None) -> Summary:
     # Count distinct (state, action, subscription, os, ring) first: far fewer than machines.
     combos: Counter[tuple[State, Action, str | None, OsFamily | None, str | None]] = Counter(
         (v.state, v.action, v.subscription_id, v.os, v.ring) for v in verdicts
@@ -586,6 +591,7 @@ def summarize(verdicts: Iterable[Verdict]) -> Summary:
         by_subscription=_ordered(groups["subscription"]),
         by_os=_ordered(groups["os"]),
         by_ring=_ordered(groups["ring"]),
+        catalog_staleness=staleness,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from bisect import bisect_right
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -104,8 +105,24 @@ class Program(BaseModel):
         return self.first <= month and (last is None or month <= last)
 
 
+@dataclass(frozen=True, slots=True)
+class _View:
+    """The releases of one OS published up to a month, indexed by build revision."""
+
+    #: Hotpatch-track releases, by build revision.
+    track: tuple[Release, ...]
+    revisions: tuple[int, ...]
+    #: Every release (either track) by its exact build revision.
+    exact: dict[int, Release]
+    newest: int | None
+
+
 class ReleaseCatalog:
-    """Lookups over the release rows: by OS and month, by build, and the catalog's horizon."""
+    """Lookups over the release rows: by OS and month, by build, and the catalog's horizon.
+
+    Build lookups take `through` (YYYY-MM): only releases of that month or earlier count, so a
+    row for a release still to come never changes how a build is placed before it ships.
+    """
 
     def __init__(
         self,
@@ -116,24 +133,13 @@ class ReleaseCatalog:
         self.releases: tuple[Release, ...] = tuple(sorted(releases, key=lambda r: (r.os, r.date)))
         self.programs: dict[OsFamily, Program] = {p.os: p for p in programs}
         self._monthly: dict[tuple[OsFamily, str], Release] = {}
-        track: dict[OsFamily, list[Release]] = {}
-        self._exact: dict[tuple[OsFamily, int], Release] = {}
-        self._newest_revision: dict[OsFamily, int] = {}
         for release in self.releases:
             if release.on_track and not release.out_of_band:
                 key = (release.os, release.month)
                 if key in self._monthly:
                     raise ValueError(f"two releases for {release.os.value} in {release.month}")
                 self._monthly[key] = release
-            if release.on_track:
-                track.setdefault(release.os, []).append(release)
-            self._exact.setdefault((release.os, release.revision), release)
-            newest = self._newest_revision.get(release.os, -1)
-            self._newest_revision[release.os] = max(newest, release.revision)
-        self._by_revision = {
-            os: sorted(rows, key=lambda r: r.revision) for os, rows in track.items()
-        }
-        self._revisions = {os: [r.revision for r in rows] for os, rows in self._by_revision.items()}
+        self._views: dict[tuple[OsFamily, str | None], _View] = {}
         self.covers_through: YearMonth | None = covers_through or self._newest_common_month()
 
     def _newest_common_month(self) -> YearMonth | None:
@@ -144,28 +150,49 @@ class ReleaseCatalog:
         ]
         return min(newest) if newest else None
 
+    def _view(self, os: OsFamily, through: str | None) -> _View:
+        view = self._views.get((os, through))
+        if view is None:
+            rows = [
+                r for r in self.releases if r.os is os and (through is None or r.month <= through)
+            ]
+            track = tuple(sorted((r for r in rows if r.on_track), key=lambda r: r.revision))
+            exact: dict[int, Release] = {}
+            for release in rows:
+                exact.setdefault(release.revision, release)
+            view = _View(
+                track=track,
+                revisions=tuple(r.revision for r in track),
+                exact=exact,
+                newest=max(exact) if exact else None,
+            )
+            self._views[(os, through)] = view
+        return view
+
     def monthly(self, os: OsFamily, month: str) -> Release | None:
         """The Patch Tuesday hotpatch-track release of `os` in `month` (YYYY-MM), if published."""
         return self._monthly.get((os, month))
 
-    def at_or_below(self, os: OsFamily, revision: int) -> Release | None:
+    def at_or_below(
+        self, os: OsFamily, revision: int, through: str | None = None
+    ) -> Release | None:
         """The newest hotpatch-track release whose build revision is at most `revision`."""
-        revisions = self._revisions.get(os, [])
-        index = bisect_right(revisions, revision)
-        return self._by_revision[os][index - 1] if index else None
+        view = self._view(os, through)
+        index = bisect_right(view.revisions, revision)
+        return view.track[index - 1] if index else None
 
-    def exact(self, os: OsFamily, revision: int) -> Release | None:
+    def exact(self, os: OsFamily, revision: int, through: str | None = None) -> Release | None:
         """The release (on either track) whose build is exactly this revision."""
-        return self._exact.get((os, revision))
+        return self._view(os, through).exact.get(revision)
 
-    def latest(self, os: OsFamily) -> Release | None:
+    def latest(self, os: OsFamily, through: str | None = None) -> Release | None:
         """The newest hotpatch-track release of `os`."""
-        rows = self._by_revision.get(os)
-        return rows[-1] if rows else None
+        track = self._view(os, through).track
+        return track[-1] if track else None
 
-    def newest_revision(self, os: OsFamily) -> int | None:
+    def newest_revision(self, os: OsFamily, through: str | None = None) -> int | None:
         """The highest build revision the catalog knows for `os`, on either track."""
-        return self._newest_revision.get(os)
+        return self._view(os, through).newest
 
     def program(self, os: OsFamily) -> Program | None:
         return self.programs.get(os)
