@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -25,10 +26,32 @@ import duckdb
 import duckdb_kql
 
 from hotpatch.bulk import collector_paused
+from hotpatch.sandbox.kql_guard import QueryRefusedError, vet
+from hotpatch.sandbox.query_limits import (
+    QueryLimits,
+    QueryStoppedError,
+    QueryTicket,
+    StopReason,
+    Watchdog,
+)
 
-TABLES = ("resources", "patchassessmentresources", "patchinstallationresources")
+#: The Resource Graph tables the sandbox holds. Each resource type lives in the table where
+#: Azure keeps it: Uniform scale set instances (`microsoft.compute/virtualmachinescalesets/
+#: virtualmachines`) in `computeresources`, not `resources`, so a query of the wrong table finds
+#: nothing here either. https://learn.microsoft.com/azure/governance/resource-graph/reference/supported-tables-resources
+TABLES = (
+    "resources",
+    "computeresources",
+    "patchassessmentresources",
+    "patchinstallationresources",
+)
 
-#: Resource Graph's columns for these tables; the dynamic ones are stored as JSON.
+#: Resource Graph's columns, the same for every one of these tables (`kind` is usually "", and
+#: `managedBy`, `sku`, `plan`, `identity`, `zones`, `extendedLocation` often null); the dynamic
+#: ones are stored as JSON. Rows are loaded by name, so a row without a column loads it as null.
+#: These are ARM's generic resource fields plus `resourceGroup`, `subscriptionId` and `tenantId`:
+#: https://learn.microsoft.com/python/api/azure-mgmt-resource/azure.mgmt.resource.resources.models.genericresource
+#: and the tables: https://learn.microsoft.com/azure/governance/resource-graph/concepts/query-language
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "VARCHAR"),
     ("name", "VARCHAR"),
@@ -91,10 +114,13 @@ _COLUMN_TYPES = {
 
 
 class RowSource(Protocol):
-    """Three lists of raw rows; `hotpatch.sandbox.estate.Estate` is one."""
+    """A list of raw rows per table; `hotpatch.sandbox.estate.Estate` is one."""
 
     @property
     def resources(self) -> Sequence[Mapping[str, Any]]: ...
+
+    @property
+    def computeresources(self) -> Sequence[Mapping[str, Any]]: ...
 
     @property
     def patchassessmentresources(self) -> Sequence[Mapping[str, Any]]: ...
@@ -184,6 +210,13 @@ class QueryError(Exception):
 #: resolves every spelling to the same view.
 _SPELLINGS: Mapping[str, tuple[str, ...]] = {
     "resources": ("resources", "Resources", "RESOURCES"),
+    "computeresources": (
+        "computeresources",
+        "ComputeResources",
+        "computeResources",
+        "Computeresources",
+        "COMPUTERESOURCES",
+    ),
     "patchassessmentresources": (
         "patchassessmentresources",
         "PatchAssessmentResources",
@@ -207,8 +240,12 @@ _SCHEMA: Mapping[str, list[str]] = {
 class GraphStore:
     """The three tables and the queries over them; safe to use from several threads."""
 
-    def __init__(self) -> None:
-        self._con = duckdb.connect(":memory:")
+    def __init__(self, limits: QueryLimits | None = None) -> None:
+        self.limits = limits or QueryLimits()
+        # The only directory DuckDB may touch: loading writes its NDJSON files here.
+        self._scratch = tempfile.mkdtemp(prefix="hotpatch-sandbox-")
+        self._con = _locked_down_connection(self.limits, self._scratch)
+        self._watchdog = Watchdog(self.limits)
         self._lock = threading.Lock()
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -222,6 +259,9 @@ class GraphStore:
         columns = ", ".join(f'"{name}" {kind}' for name, kind in COLUMNS)
         for table in TABLES:
             self._con.execute(f"CREATE TABLE {self._store}.{table} ({columns})")
+        self._con.execute(f"CREATE TABLE {self._store}.{CONTAINERS_TABLE} ({columns})")
+        # Setup is over: from here on no statement may change a setting.
+        self._con.execute("SET GLOBAL lock_configuration = true")
 
     def close(self) -> None:
         with self._lock:
@@ -229,6 +269,8 @@ class GraphStore:
                 cursor.close()
             self._cursors.clear()
         self._con.close()
+        self._watchdog.close()
+        shutil.rmtree(self._scratch, ignore_errors=True)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         # A DuckDB connection must not be shared between threads; each thread keeps its own
@@ -238,7 +280,6 @@ class GraphStore:
             with self._lock:
                 cursor = self._con.cursor()
                 self._cursors.append(cursor)
-            cursor.execute("SET TimeZone='UTC'")
             self._local.cursor = cursor
         return cursor
 
@@ -260,7 +301,7 @@ class GraphStore:
         counts: dict[str, int] = {}
         spec = "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in COLUMNS) + "}"
         encoder = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-        with tempfile.TemporaryDirectory(prefix="hotpatch-sandbox-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="load-", dir=self._scratch) as scratch:
             for table in TABLES:
                 rows: Sequence[Mapping[str, Any]] = getattr(source, table)
                 path = Path(scratch) / f"{table}.ndjson"
@@ -334,6 +375,39 @@ class GraphStore:
             .fetchall()
         )
         self._subscriptions = frozenset(str(r[0]) for r in rows if r[0])
+        self._fill_containers()
+
+    def _fill_containers(self) -> None:
+        """One `resourcecontainers` row per subscription the estate has, as Azure lists it.
+
+        A caller finds out which requested subscriptions it can read by asking this table
+        (https://learn.microsoft.com/azure/governance/resource-graph/reference/supported-tables-resources#resourcecontainers);
+        the rows carry what Azure's subscription rows carry that a reader relies on.
+        """
+        sources = " UNION ALL ".join(
+            f"SELECT lower(subscriptionId) AS sub, tenantId FROM {self._store}.{t}" for t in TABLES
+        )
+        properties = json.dumps(
+            {
+                "state": "Enabled",
+                "subscriptionPolicies": {
+                    "locationPlacementId": "Public_2014-09-01",
+                    "quotaId": "PayAsYouGo_2014-09-01",
+                    "spendingLimit": "Off",
+                },
+            }
+        )
+        cursor = self._cursor()
+        cursor.execute(f"DELETE FROM {self._store}.{CONTAINERS_TABLE}")
+        cursor.execute(
+            f"INSERT INTO {self._store}.{CONTAINERS_TABLE} "
+            '(id, name, type, "tenantId", kind, location, "resourceGroup", "subscriptionId", '
+            '"managedBy", properties, tags) '
+            "SELECT '/subscriptions/' || sub, 'sandbox-' || left(sub, 8), "
+            f"'{SUBSCRIPTION_TYPE}', max(tenantId), '', '', '', sub, '', ?::JSON, '{{}}'::JSON "
+            f"FROM ({sources}) WHERE sub IS NOT NULL AND sub <> '' GROUP BY sub ORDER BY sub",
+            [properties],
+        )
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -343,10 +417,13 @@ class GraphStore:
         subscriptions: Collection[str],
         table_format: bool,
         now: datetime | None = None,
+        ticket: QueryTicket | None = None,
     ) -> QueryResult:
         """Run `kql` over the rows of `subscriptions` only; raises QueryError for bad queries.
 
-        `now` is what `now()` and `ago()` mean in the query (the sandbox's clock).
+        `now` is what `now()` and `ago()` mean in the query (the sandbox's clock). `ticket`
+        lets another thread stop the query (the client went away); the query's own limits
+        (`self.limits`) stop it too, with a QueryError of kind "limit".
         """
         if _OTHER_DATABASE.search(kql):
             # Resource Graph has no database() or cluster(): here they would reach past the
@@ -358,7 +435,7 @@ class GraphStore:
             kql = "Resources " + (kql if kql.lstrip().startswith("|") else "| " + kql)
         try:
             translated = duckdb_kql.to_sql(
-                kql, schema=dict(_SCHEMA), allow_write=False, query_now=now
+                kql, schema=dict(_QUERY_SCHEMA), allow_write=False, query_now=now
             )
         except duckdb_kql.KqlSyntaxError as error:
             span = error.diagnostics[0].span if error.diagnostics else None
@@ -382,26 +459,66 @@ class GraphStore:
             raise QueryError("semantic", "declared query parameters have no values")
         parameters = translated.parameters or None
 
+        return self._run(str(translated), parameters, subscriptions, table_format, ticket)
+
+    def _run(
+        self,
+        sql: str,
+        parameters: Any,
+        subscriptions: Collection[str],
+        table_format: bool,
+        ticket: QueryTicket | None,
+    ) -> QueryResult:
         cursor = self._cursor()
-        scope = ", ".join(_sql_string(s.lower()) for s in sorted(subscriptions)) or "NULL"
-        for table in TABLES:
-            # Temporary views belong to this thread's cursor alone: the scope of one query
-            # never leaks into another's.
-            cursor.execute(
-                f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM {self._store}.{table} "
-                f"WHERE lower(subscriptionId) IN ({scope})"
-            )
         try:
-            relation = cursor.sql(str(translated), params=parameters)
+            sql = vet(sql, QUERY_TABLES, self._parse).sql
+        except QueryRefusedError as error:
+            raise QueryError("semantic", str(error)) from error
+        ticket = ticket or QueryTicket()
+        scope = ", ".join(_sql_string(s.lower()) for s in sorted(subscriptions)) or "NULL"
+        limits = self.limits
+        self._watchdog.enter(ticket)
+        ticket.bind(cursor, time.monotonic() + limits.seconds)
+        try:
+            for table in QUERY_TABLES:
+                # Temporary views belong to this thread's cursor alone: the scope of one query
+                # never leaks into another's.
+                cursor.execute(
+                    f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM {self._store}.{table} "
+                    f"WHERE lower(subscriptionId) IN ({scope})"
+                )
+            ticket.check()
+            relation = cursor.sql(sql, params=parameters)
             names, types = relation.columns, [str(t) for t in relation.types]
             select = _json_rows_sql(names, types, table_format)
+            # One row past the cap says the cap was reached without making the whole result.
             rows = cursor.execute(
-                f"SELECT {select} FROM ({translated}) AS _q", parameters
+                f"SELECT {select} FROM ({sql}) AS _q LIMIT {limits.max_rows + 1}", parameters
             ).fetchall()
+            ticket.check()
+        except duckdb.InterruptException as error:
+            raise _stopped(ticket, limits) from error
+        except QueryStoppedError as error:
+            raise _stopped(ticket, limits) from error
+        except duckdb.OutOfMemoryException as error:
+            raise QueryError("limit", _TOO_MUCH_MEMORY) from error
         except duckdb.Error as error:
-            raise QueryError("semantic", _first_line(str(error))) from error
+            raise QueryError("semantic", _safe_message(error)) from error
+        finally:
+            ticket.unbind()
+            self._watchdog.leave(ticket)
+        if len(rows) > limits.max_rows:
+            raise QueryError(
+                "limit",
+                f"The query's result has more than {limits.max_rows:,} rows, the most the "
+                "sandbox keeps for one query. Narrow it with where or summarize.",
+            )
         columns = tuple(Column(n, _column_type(t)) for n, t in zip(names, types, strict=True))
-        return QueryResult(columns, [str(r[0]) for r in rows])
+        return QueryResult(columns, [_finite_json(str(r[0])) for r in rows])
+
+    def _parse(self, sql: str) -> str:
+        found = self._cursor().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        return str(found[0]) if found else "{}"
 
     # -- machines, for the patch operations --------------------------------------------------
 
@@ -510,3 +627,71 @@ def _column_type(kind: str) -> str:
 
 def _first_line(message: str) -> str:
     return message.strip().splitlines()[0] if message.strip() else message
+
+
+#: The table of subscriptions (and management groups, resource groups in Azure; here only
+#: subscriptions), derived from the estate when it is loaded.
+CONTAINERS_TABLE = "resourcecontainers"
+SUBSCRIPTION_TYPE = "microsoft.resources/subscriptions"
+#: Every table a query may read.
+QUERY_TABLES = (*TABLES, CONTAINERS_TABLE)
+_QUERY_SCHEMA: Mapping[str, list[str]] = {
+    **_SCHEMA,
+    **{
+        spelling: list(COLUMN_NAMES)
+        for spelling in ("resourcecontainers", "ResourceContainers", "resourceContainers")
+    },
+}
+_TOO_MUCH_MEMORY = "The query needs more memory than the sandbox gives one query, and was stopped."
+_NON_FINITE = ("NaN", "Infinity")
+
+
+def _locked_down_connection(limits: QueryLimits, scratch: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that reads no file but `scratch`, loads no extension, and scans no
+    Python variable; the caller locks its configuration once its tables exist."""
+    con = duckdb.connect(
+        ":memory:",
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "python_enable_replacements": False,
+            "python_scan_all_frames": False,
+            "memory_limit": f"{limits.memory_bytes}B",
+            "threads": limits.threads,
+        },
+    )
+    con.execute("SET GLOBAL TimeZone = 'UTC'")
+    # No spilling to disk: a query that outgrows memory_limit fails instead of filling /tmp.
+    con.execute("SET GLOBAL temp_directory = ''")
+    con.execute(f"SET GLOBAL allowed_directories = [{_sql_string(scratch)}]")
+    con.execute("SET GLOBAL enable_external_access = false")
+    return con
+
+
+def _stopped(ticket: QueryTicket, limits: QueryLimits) -> Exception:
+    reason = ticket.reason
+    if reason is StopReason.TIME:
+        return QueryError(
+            "limit",
+            f"The query ran longer than the {limits.seconds:g} s the sandbox gives one query, "
+            "and was stopped.",
+        )
+    if reason is StopReason.MEMORY:
+        return QueryError("limit", _TOO_MUCH_MEMORY)
+    return QueryStoppedError(reason or StopReason.CLIENT_GONE)
+
+
+def _safe_message(error: duckdb.Error) -> str:
+    """DuckDB's message, unless it could speak of files, paths or the catalog."""
+    if isinstance(error, (duckdb.PermissionException, duckdb.IOException, duckdb.HTTPException)):
+        return "The query cannot run in the sandbox."
+    # Only the first line: the next ones suggest names from the catalog ("Did you mean ...").
+    return _first_line(str(error))
+
+
+def _finite_json(text: str) -> str:
+    """The row's JSON with NaN and ±Infinity (which DuckDB writes, and JSON has not) as null."""
+    if not any(word in text for word in _NON_FINITE):
+        return text
+    value = json.loads(text, parse_constant=lambda _: None)
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)

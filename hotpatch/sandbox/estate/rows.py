@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,10 @@ from hotpatch.export import json_kind, read_rows, write_rows
 # Resource Graph returns types in lower case.
 VM_TYPE = "microsoft.compute/virtualmachines"
 SCALE_SET_TYPE = "microsoft.compute/virtualmachinescalesets"
+#: A Uniform scale set's instance. Resource Graph keeps these, and their child types, in
+#: `computeresources`, not `resources` (Flexible members are ordinary VMs in `resources`):
+#: https://learn.microsoft.com/azure/governance/resource-graph/reference/supported-tables-resources
+UNIFORM_INSTANCE_TYPE = "microsoft.compute/virtualmachinescalesets/virtualmachines"
 ARC_TYPE = "microsoft.hybridcompute/machines"
 _ASSESSMENT_SUFFIXES = ("/patchassessmentresults", "/patchassessmentresults/softwarepatches")
 _INSTALLATION_SUFFIXES = ("/patchinstallationresults", "/patchinstallationresults/softwarepatches")
@@ -20,22 +24,37 @@ _INSTALLATION_SUFFIXES = ("/patchinstallationresults", "/patchinstallationresult
 
 @dataclass
 class Estate:
-    """Resource Graph rows of the three tables the service queries."""
+    """Resource Graph rows of the four tables the service queries."""
 
     resources: list[dict[str, Any]]
     patchassessmentresources: list[dict[str, Any]]
     patchinstallationresources: list[dict[str, Any]]
+    #: Uniform scale set instances (last, so that three lists still make an estate).
+    computeresources: list[dict[str, Any]] = field(default_factory=list)
 
     def rows(self) -> list[dict[str, Any]]:
-        """All rows, the three tables concatenated: the content of a raw export file."""
-        return [*self.resources, *self.patchassessmentresources, *self.patchinstallationresources]
+        """All rows, the tables concatenated: the content of a raw export file."""
+        return [
+            *self.resources,
+            *self.computeresources,
+            *self.patchassessmentresources,
+            *self.patchinstallationresources,
+        ]
 
     def machine_ids(self) -> list[str]:
-        """Ids of the machine entries: VMs, Arc machines and Uniform scale sets.
+        """Ids of the machine entries: VMs, Arc machines, Uniform scale sets and their instances.
 
         Flexible scale sets are left out: they are not machines, they only inform their members.
         """
         ids: list[str] = []
+        for row in self.computeresources:
+            row_id, kind = row.get("id"), row.get("type")
+            if (
+                isinstance(row_id, str)
+                and isinstance(kind, str)
+                and kind.lower() == UNIFORM_INSTANCE_TYPE
+            ):
+                ids.append(row_id)
         for row in self.resources:
             row_id, kind = row.get("id"), row.get("type")
             if not isinstance(row_id, str) or not isinstance(kind, str):
@@ -61,13 +80,15 @@ def split_rows(rows: Iterable[dict[str, Any]]) -> Estate:
             estate.patchassessmentresources.append(row)
         elif lowered.endswith(_INSTALLATION_SUFFIXES):
             estate.patchinstallationresources.append(row)
+        elif lowered == UNIFORM_INSTANCE_TYPE or lowered.startswith(UNIFORM_INSTANCE_TYPE + "/"):
+            estate.computeresources.append(row)
         else:
             estate.resources.append(row)
     return estate
 
 
 def read_export(path: Path) -> Estate:
-    """Read a raw export (see `hotpatch.export.read_rows`) into the sandbox's three tables.
+    """Read a raw export (see `hotpatch.export.read_rows`) into the sandbox's tables.
 
     Raises InputError with a one-line message naming the file when it cannot be used at all;
     odd fields inside rows are the parser's business, not this function's.
