@@ -144,7 +144,8 @@ def read_source(source: str, *, timeout: float = FETCH_TIMEOUT, limit: int = SOU
     scheme = urlsplit(source).scheme.lower()
     if scheme in ("http", "https"):
         data = _fetch(source, timeout, limit)
-    elif len(scheme) > 1:  # one letter is a Windows drive, not a scheme
+    elif len(scheme) > 1 and not Path(source).exists():
+        # ftp:, file:, data: and the like; one letter is a Windows drive, not a scheme.
         raise ReleasePageError(f"{source}: only http, https and file paths are read")
     else:
         data = _read_file(Path(source), limit)

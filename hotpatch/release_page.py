@@ -457,5 +457,16 @@ def _merge(
             continue
         by_kb[(row.os, row.kb)] = by_build[(row.os, row.build)] = row
         merged.append(row)
+    monthly: dict[tuple[OsFamily, str, str], PageRow] = {}
+    for row in merged:
+        if row.out_of_band:
+            continue
+        other = monthly.setdefault((row.os, row.channel, row.month), row)
+        if other is not row:
+            raise ReleasePageError(
+                f"the page lists two {row.channel}-channel Patch Tuesday releases of "
+                f"{row.os.value} in {row.month}: {other.kb} ({other.where!r}) and {row.kb} "
+                f"({row.where!r})"
+            )
     merged.sort(key=lambda r: (r.os, r.date, r.channel, int(r.build.split(".")[1])))
     return tuple(merged), older

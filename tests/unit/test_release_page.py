@@ -8,6 +8,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hotpatch.core.models import MonthKind, OsFamily
 from hotpatch.data import RELEASES_FILE
@@ -138,6 +140,26 @@ def test_a_row_with_an_empty_cell_more_than_its_header_is_read() -> None:
     page = _read("quirks.html")
     assert _row(page, WS2022, "KB5042880").build == "20348.2695"
     assert _row(page, WS2025, "KB5087423").build == "26100.32772"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    marker=st.sampled_from(["*", " *", "¹", "²", "†", "<sup>*</sup>", "<sup>1</sup>"]),
+    cell=st.sampled_from(
+        [
+            "<td>2026.04 B</td>",
+            "<td>2024.09 B</td>",
+            "<td>Hotpatch</td>",
+            "<td>Baseline (Restart)</td>",
+        ]
+    ),
+)
+def test_a_footnote_marker_anywhere_after_a_letter_or_type_changes_nothing_read(
+    marker: str, cell: str
+) -> None:
+    html = _page("quirks.html")
+    marked = html.replace(cell, cell.replace("</td>", f"{marker}</td>"))
+    assert parse_release_page(marked).rows == _read("quirks.html").rows
 
 
 def test_windows_11_sections_that_share_build_26100_are_ignored() -> None:
@@ -285,6 +307,19 @@ def test_a_page_that_contradicts_itself_is_refused() -> None:
         "<td>26100.32690</td><td><a", "<td>26100.32691</td><td><a", 1
     )
     with pytest.raises(ReleasePageError, match="contradicts itself: KB5082063"):
+        parse_release_page(html)
+
+
+def test_two_patch_tuesday_releases_of_one_month_are_refused() -> None:
+    # A second WS2025 regular B release in May 2026, at another build and KB.
+    second = (
+        "<tr><td>LTSC</td><td>2026-05 B</td><td>2026-05-12</td><td>26100.32861</td>"
+        "<td>KB5087540</td></tr>\n"
+    )
+    html = _page("quirks.html").replace(
+        "<tr><td>LTSC</td><td>2026-05 B</td>", second + ("<tr><td>LTSC</td><td>2026-05 B</td>"), 1
+    )
+    with pytest.raises(ReleasePageError, match="two regular-channel Patch Tuesday releases"):
         parse_release_page(html)
 
 
