@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hotpatch.catalog_update import read_source, update_catalog
+from hotpatch.catalog_update import SHIPPED, load_base, plan_update, read_source, update_catalog
 from hotpatch.cli import main
 from hotpatch.core.calendar import YearMonth
 from hotpatch.core.models import Channel, OsFamily
@@ -150,6 +150,31 @@ def test_the_horizon_never_moves_backwards(
     assert code == 0
     assert json.loads(out)["covers_through"] == {"before": "2026-07", "after": "2026-07"}
     assert load_release_catalog(catalog).covers_through == YearMonth(2026, 7)
+
+
+@pytest.mark.parametrize(
+    ("ws2022_last_month", "covers_through"),
+    [
+        (None, "2026-05"),  # WS2022 has no June or July release on this page: held back
+        ("2026-05", "2026-07"),  # WS2022's program ended in May: it holds nothing back
+    ],
+)
+def test_an_os_whose_program_ended_does_not_hold_the_horizon_back(
+    ws2022_last_month: str | None, covers_through: str
+) -> None:
+    lines = Path(NEW_PAGE).read_text(encoding="utf-8").splitlines()
+    page = "\n".join(
+        line
+        for line in lines
+        if not any(b in line for b in ("20348.5190", "20348.5250", "20348.53"))
+    )
+    label, document = load_base([])
+    assert label == SHIPPED
+    for program in document["programs"]:
+        if program["os"] == "ws2022":
+            program["last_month"] = ws2022_last_month
+    update = plan_update(page, label, document, "test page")
+    assert (update.covers_before, update.covers_after) == ("2026-05", covers_through)
 
 
 def test_output_names_the_file_to_write_when_no_catalog_is_configured(
