@@ -264,7 +264,18 @@ def test_the_summary_counts_by_state_subscription_os_and_ring() -> None:
     assert summary.by_state["compliant"] == 1
     assert summary.by_state["non_compliant"] == 1
     assert summary.by_state["not_eligible"] == 1
-    assert list(summary.by_state) == [state.value for state in State]
+    # Every state, in README's order (most urgent first), zeros included.
+    assert list(summary.by_state) == [
+        "unknown",
+        "not_eligible",
+        "misconfigured",
+        "assessment_due",
+        "non_compliant",
+        "reboot_pending",
+        "pending",
+        "compliant",
+    ]
+    assert summary.by_state["pending"] == 0
     assert summary.by_os == {
         "(other)": {"not_eligible": 1},
         "ws2022": {"non_compliant": 1, "compliant": 1},
@@ -343,8 +354,20 @@ def test_preview_machines_on_different_releases_are_each_judged_by_their_own_bui
         vm_row("b", image=PREVIEW_NO_YEAR, build="10.0.26100.32313"),
         policy=allow,
     )
-    assert ws2022.os is OsFamily.WS2022
-    assert ws2025.os is OsFamily.WS2025
+    assert (ws2022.os, ws2022.release_month, ws2022.releases_behind) == (
+        OsFamily.WS2022,
+        "2025-12",
+        2,
+    )
+    assert codes(ws2022) == ["never_assessed", "off_cycle"]
+    assert ws2022.expected_build == FEB_2026
+    assert (ws2025.os, ws2025.release_month, ws2025.releases_behind) == (
+        OsFamily.WS2025,
+        "2026-02",
+        0,
+    )
+    assert codes(ws2025) == ["never_assessed"]
+    assert ws2025.expected_build == "10.0.26100.32313"
 
 
 def test_an_inventory_built_by_hand_is_judged_like_a_parsed_one() -> None:

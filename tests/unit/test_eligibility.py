@@ -238,6 +238,7 @@ def test_every_documented_reason_code_is_produced_somewhere() -> None:
         "uniform_scale_set",
         "hotpatch_disabled",
         "patch_mode_not_platform",
+        "vm_agent_not_provisioned",
         "arc_build_too_old",
         "arc_not_enrolled",
         "missing_image_data",
@@ -256,6 +257,7 @@ def test_every_documented_reason_code_is_produced_somewhere() -> None:
             **{"properties.osProfile.windowsConfiguration.patchSettings.enableHotpatching": False}
         ),
         vm_row(**{"properties.osProfile.windowsConfiguration.patchSettings.patchMode": "Manual"}),
+        vm_row(**{"properties.osProfile.windowsConfiguration.provisionVMAgent": False}),
         arc_row(build="10.0.26100.100"),
         arc_row(enrolled=False),
         vm_row(**{"properties.storageProfile.imageReference": DELETE}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.compliance import Evaluator
-from hotpatch.core.inventory import parse_rows
+from hotpatch.core.inventory import ARC_TYPE, VM_TYPE, parse_rows
 from hotpatch.core.models import Machine, MachineKind, MalformedMachine, State
 from hotpatch.core.policy import Policy
 from hotpatch.data import shipped_image_catalog, shipped_release_catalog
@@ -227,13 +228,30 @@ def rows(draw: st.DrawFn) -> Any:
     return _mutate(base, path, value)
 
 
+def _verdict_key(index: int, row: Any) -> str | None:
+    """The verdict id a VM or Arc row must get (its id, case-folded, or its position when it has
+    no usable id); None for any other row."""
+    if not isinstance(row, dict) or not isinstance(row.get("type"), str):
+        return None
+    if row["type"].casefold() not in {VM_TYPE, ARC_TYPE}:
+        return None
+    value = row.get("id")
+    return value.casefold() if isinstance(value, str) and value else f"(row {index})"
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(rows(), max_size=6))
-def test_evaluate_never_raises_on_arbitrary_rows(batch: list[Any]) -> None:
+def test_arbitrary_rows_never_raise_and_each_machine_row_gets_exactly_one_verdict(
+    batch: list[Any],
+) -> None:
     verdicts = EVALUATOR.evaluate_all(parse_rows(batch))
-    # Every machine-ish row is accounted for: a verdict each, and malformed ones say why.
+    per_id = Counter(verdict.id for verdict in verdicts)
+    for index, row in enumerate(batch):
+        key = _verdict_key(index, row)
+        if key is not None:
+            assert per_id[key] == 1, (key, row)
+    # Malformed ones say why.
     for verdict in verdicts:
-        assert verdict.state in State
         if verdict.state is State.UNKNOWN:
             assert verdict.reasons
 
