@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import hotpatch.data
 from hotpatch.catalog_update import SHIPPED, load_base, plan_update, read_source, update_catalog
 from hotpatch.cli import main
 from hotpatch.core.calendar import YearMonth
@@ -110,6 +111,12 @@ def test_json_output_is_only_the_document_with_counts_and_rows(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     catalog = tmp_path / "releases.json"
+    # An operator catalog that had not recorded the KBs of four regular updates.
+    shipped = json.loads((Path(hotpatch.data.__file__).parent / "releases.json").read_text())
+    for row in shipped["releases"]:
+        if row["build"] in {"20348.4773", "20348.4893", "26100.32370", "26100.32522"}:
+            row["kb"] = None
+    catalog.write_text(json.dumps(shipped), encoding="utf-8")
     code, out, err = run(
         capsys, "catalog", "update", "--from", NEW_PAGE, "--format", "json", catalog=catalog
     )
@@ -121,7 +128,7 @@ def test_json_output_is_only_the_document_with_counts_and_rows(
     assert counts["added"] == len(document["added"])
     assert counts["unchanged"] == len(document["unchanged"])
     assert counts["conflicts"] == len(document["conflicts"]) == 0
-    # The shipped catalog had not recorded the KBs of four regular updates: filled, and said.
+    # The four missing KBs are filled, and said.
     assert sorted(row["kb"] for row in document["completed"]) == [
         "KB5075899",
         "KB5075906",

@@ -174,14 +174,14 @@ def test_an_arc_rows_kind_column_is_kept_as_where_the_machine_runs() -> None:
 #: https://learn.microsoft.com/windows/release-health/windows-server-release-info
 REGULAR_ROWS = [
     # os, date, build, kb, out of band
-    (OsFamily.WS2022, date(2026, 2, 10), "20348.4773", None, False),
-    (OsFamily.WS2022, date(2026, 3, 10), "20348.4893", None, False),
+    (OsFamily.WS2022, date(2026, 2, 10), "20348.4773", "KB5075906", False),
+    (OsFamily.WS2022, date(2026, 3, 10), "20348.4893", "KB5078766", False),
     (OsFamily.WS2022, date(2026, 4, 19), "20348.5024", "KB5091575", True),
     (OsFamily.WS2022, date(2026, 5, 12), "20348.5139", "KB5087545", False),
     (OsFamily.WS2025, date(2025, 10, 20), "26100.6901", "KB5070773", True),
     (OsFamily.WS2025, date(2025, 10, 23), "26100.6905", "KB5070881", True),
-    (OsFamily.WS2025, date(2026, 2, 10), "26100.32370", None, False),
-    (OsFamily.WS2025, date(2026, 3, 10), "26100.32522", None, False),
+    (OsFamily.WS2025, date(2026, 2, 10), "26100.32370", "KB5075899", False),
+    (OsFamily.WS2025, date(2026, 3, 10), "26100.32522", "KB5078740", False),
     (OsFamily.WS2025, date(2026, 4, 19), "26100.32698", "KB5091157", True),
     (OsFamily.WS2025, date(2026, 5, 12), "26100.32860", "KB5087539", False),
 ]
