@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hotpatch.core.calendar import Calendar, release_instant
-from hotpatch.core.models import OsFamily
+from hotpatch.core.models import OsFamily, parse_build
 from hotpatch.core.releases import ReleaseCatalog
 from hotpatch.data import shipped_release_catalog
 from hotpatch.errors import InputError
@@ -30,6 +30,7 @@ from hotpatch.sandbox.estate import (
     split_rows,
     write_export,
 )
+from hotpatch.sandbox.graph import COLUMN_NAMES
 
 AS_OF = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
 HOTPATCH_SKU_SET = {sku for skus in HOTPATCH_SKUS.values() for sku in skus}
@@ -71,7 +72,9 @@ def category_of(row: dict[str, Any]) -> str | None:
     """The generator's category of a resources row, judged from the row alone."""
     kind = row["type"]
     if kind == "microsoft.hybridcompute/machines":
-        return "arc"
+        return "azure_local" if row["kind"] == "HCI" else "arc"
+    if kind == "microsoft.compute/virtualmachinescalesets/virtualmachines":
+        return "uniform_scale_set"
     if kind == "microsoft.compute/virtualmachinescalesets":
         mode = row["properties"]["orchestrationMode"]
         return "uniform_scale_set" if mode == "Uniform" else None
@@ -185,10 +188,12 @@ def test_subscriptions_and_resource_groups_follow_the_spec(releases: ReleaseCata
     assert {row["resourceGroup"] for row in rows} == {"rg-hp-01", "rg-hp-02"}
 
 
-def test_every_row_carries_the_common_columns(estate: Estate) -> None:
-    common = {"id", "name", "type", "location", "resourceGroup", "subscriptionId", "tenantId"}
+def test_every_row_carries_every_column_of_its_table_in_resource_graphs_order(
+    estate: Estate,
+) -> None:
     for row in estate.rows():
-        assert common <= row.keys(), row["id"]
+        assert tuple(row) == COLUMN_NAMES, row["id"]
+        assert row["kind"] in ("", "HCI")
         assert isinstance(row["properties"], dict)
         assert row["type"] == row["type"].lower()
         assert f"/subscriptions/{row['subscriptionId']}/resourceGroups/" in row["id"]
@@ -199,7 +204,8 @@ def test_every_row_carries_the_common_columns(estate: Estate) -> None:
 
 def test_machine_ids_use_arm_casing(estate: Estate) -> None:
     providers = {
-        machine_id.split("/providers/")[1].rsplit("/", 1)[0] for machine_id in estate.machine_ids()
+        "/".join(machine_id.split("/providers/")[1].split("/")[:2])
+        for machine_id in estate.machine_ids()
     }
     assert set(providers) == {
         "Microsoft.Compute/virtualMachines",
@@ -271,20 +277,31 @@ def test_an_as_of_before_the_catalog_is_refused(releases: ReleaseCatalog) -> Non
         datetime(2027, 3, 1, tzinfo=UTC),  # past the end of the catalog
     ],
 )
-def test_builds_are_catalog_builds_never_invented(
+def test_builds_are_catalog_builds_or_newer_past_its_horizon(
     releases: ReleaseCatalog, as_of: datetime
 ) -> None:
     estate = generate_estate(
         EstateSpec(machines=3000, as_of=as_of, software_patches=True), releases
     )
     by_build = {release.build: release for release in releases.releases}
-    catalog_kbs = {release.kb[2:] for release in releases.releases}
+    catalog_kbs = {release.kb[2:] for release in releases.releases if release.kb}
+    # Past the catalog's horizon machines run builds Microsoft published since: newer than
+    # every build the catalog knows, never one in between.
+    stale = Calendar(releases).staleness(as_of) is not None
+    newest = {os: releases.newest_revision(os) or 0 for os in OsFamily}
     windows_builds = 0
     for row in estate.resources:
         version = os_version(row)
         if version is not None and version.startswith("10.0."):
             build = version.removeprefix("10.0.")
             windows_builds += 1
+            position = parse_build(build)
+            assert position is not None
+            family, _major, revision = position
+            if stale and build not in by_build and build != ARC_TOO_OLD_BUILD:
+                assert family is not None
+                assert revision > newest[family], row["id"]
+                continue
             assert build in by_build or build == ARC_TOO_OLD_BUILD, row["id"]
             release = by_build.get(build)
             if release is not None:
@@ -296,7 +313,8 @@ def test_builds_are_catalog_builds_never_invented(
         if row["type"] == "microsoft.compute/virtualmachines":
             exact = image_of(row).get("exactVersion")
             if exact is not None:
-                assert exact.rsplit(".", 1)[0] in by_build
+                image_build = exact.rsplit(".", 1)[0]
+                assert image_build in by_build or stale, row["id"]
     assert windows_builds > 0
     for row in estate.patchassessmentresources:
         if row["type"].endswith("/softwarepatches"):
@@ -340,14 +358,16 @@ def test_some_hotpatch_machines_are_behind_the_current_baseline(
         position = calendar.locate(version, slot)
         assert position is not None
         behind += position.on_current_baseline is False
-    # Off the cycle (0.08) plus those two releases behind, before this quarter's baseline.
-    assert 0.12 <= share(behind, len(versions)) <= 0.25
+    # Off the cycle (0.08) plus those two releases behind, before this quarter's baseline, and
+    # those that took a regular update instead of the hotpatch (0.06): off the track too.
+    assert 0.15 <= share(behind, len(versions)) <= 0.32
 
 
 def test_a_machine_behind_has_no_successful_installation_since_the_release_it_lacks(
     estate: Estate, releases: ReleaseCatalog
 ) -> None:
     calendar = Calendar(releases)
+    regular_builds = {f"10.0.{r.build}" for r in releases.releases if not r.on_track}
     installations: dict[str, list[dict[str, Any]]] = {}
     for row in estate.patchinstallationresources:
         installations.setdefault(machine_of(row["id"]), []).append(row["properties"])
@@ -358,7 +378,8 @@ def test_a_machine_behind_has_no_successful_installation_since_the_release_it_la
             continue
         os = OsFamily.WS2025 if version.startswith("10.0.26100.") else OsFamily.WS2022
         slot = calendar.in_force(os, AS_OF)
-        if version == f"10.0.{slot.build}":
+        if version in (f"10.0.{slot.build}", *regular_builds):
+            # In force, or the regular update that came out with it: not behind.
             continue
         for properties in installations.get(row["id"].lower(), []):
             checked += 1
@@ -406,7 +427,7 @@ def test_most_hotpatch_machines_have_one_to_three_installation_rows(estate: Esta
 
 
 def test_the_category_mix_matches_the_shares(estate: Estate) -> None:
-    counts = Counter(category_of(row) for row in estate.resources)
+    counts = Counter(category_of(row) for row in [*estate.resources, *estate.computeresources])
     counts.pop(None)  # Flexible scale set rows: not machines
     total = sum(counts.values())
     assert total == 10_000
@@ -513,6 +534,154 @@ def test_flexible_members_point_at_a_flexible_scale_set_row(estate: Estate) -> N
     assert "Uniform" in scale_sets.values()
     uniform = [row for row in estate.resources if category_of(row) == "uniform_scale_set"]
     assert all(row["id"] in estate.machine_ids() for row in uniform[:5])
+
+
+def test_some_hotpatch_machines_took_a_regular_update_from_the_catalog(
+    estate: Estate, releases: ReleaseCatalog
+) -> None:
+    regular = {f"10.0.{r.build}": r for r in releases.releases if not r.on_track}
+    versions = [v for v in map(os_version, hotpatch_vms(estate)) if v is not None]
+    taken = [regular[v] for v in versions if v in regular]
+    assert share(len(taken), len(versions)) == pytest.approx(0.06, abs=0.02)
+    # This month's regular update mostly, and the April out-of-band update now and then.
+    assert {r.month for r in taken} == {"2026-04", "2026-05"}
+    assert any(r.out_of_band for r in taken)
+
+
+def test_some_hotpatch_machines_run_an_out_of_band_hotpatch_track_build(
+    releases: ReleaseCatalog,
+) -> None:
+    # 2026-01-24: KB5078238, 20348.4655, out of band on the WS2022 hotpatch track.
+    as_of = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
+    out_of_band = {
+        f"10.0.{r.build}"
+        for r in releases.releases
+        if r.out_of_band and r.on_track and r.date <= as_of.date()
+    }
+    assert out_of_band
+    estate = generate_estate(EstateSpec(machines=3000, as_of=as_of), releases)
+    versions = [v for v in map(os_version, hotpatch_vms(estate)) if v is not None]
+    assert 0 < sum(v in out_of_band for v in versions) < 0.3 * len(versions)
+
+
+def test_past_the_catalog_most_hotpatch_machines_run_builds_newer_than_it_knows(
+    releases: ReleaseCatalog,
+) -> None:
+    as_of = datetime(2027, 3, 1, tzinfo=UTC)
+    assert Calendar(releases).staleness(as_of) is not None
+    estate = generate_estate(EstateSpec(machines=3000, as_of=as_of), releases)
+    newest = {os: releases.newest_revision(os) or 0 for os in OsFamily}
+    newer = 0
+    versions = [v for v in map(os_version, hotpatch_vms(estate)) if v is not None]
+    for version in versions:
+        family, _major, revision = parse_build(version) or (None, 0, 0)
+        assert family is not None
+        newer += revision > newest[family]
+    # In force, one and two releases behind: all made-up months past the horizon.
+    assert share(newer, len(versions)) >= 0.7
+    # Before the horizon no build is newer than the catalog.
+    assert not [
+        v
+        for v in map(
+            os_version,
+            hotpatch_vms(generate_estate(EstateSpec(machines=500, as_of=AS_OF), releases)),
+        )
+        if v is not None and (parse_build(v) or (None, 0, 0))[2] > max(newest.values())
+    ]
+
+
+def test_azure_local_machines_are_arc_rows_of_kind_hci_azure_edition_or_not(
+    estate: Estate,
+) -> None:
+    local = [row for row in estate.resources if category_of(row) == "azure_local"]
+    assert local
+    assert {row["type"] for row in local} == {"microsoft.hybridcompute/machines"}
+    skus = Counter(row["properties"]["osSku"] for row in local)
+    assert skus["Windows Server 2025 Datacenter: Azure Edition"] > 0
+    assert skus["Windows Server 2022 Datacenter: Azure Edition"] > 0
+    not_azure_edition = [sku for sku in skus if not sku.endswith(": Azure Edition")]
+    assert sum(skus[sku] for sku in not_azure_edition) == pytest.approx(0.3 * len(local), rel=0.35)
+    for row in local:
+        properties = row["properties"]
+        azure_edition = properties["osSku"].endswith(": Azure Edition")
+        assert (properties["osEdition"] == "serverturbine") is azure_edition
+        assert "licenseProfile" not in properties
+    # Ordinary Arc machines keep the empty kind column.
+    assert {row["kind"] for row in estate.resources if category_of(row) == "arc"} == {""}
+
+
+def test_uniform_instances_belong_to_a_uniform_scale_set_and_have_no_patch_rows(
+    estate: Estate,
+) -> None:
+    scale_sets = {
+        row["id"]: row
+        for row in estate.resources
+        if row["type"] == "microsoft.compute/virtualmachinescalesets"
+    }
+    instances = estate.computeresources
+    assert instances
+    for row in instances:
+        scale_set_id, number = row["id"].split("/virtualMachines/")
+        assert scale_sets[scale_set_id]["properties"]["orchestrationMode"] == "Uniform"
+        assert row["name"] == f"{scale_sets[scale_set_id]['name']}_{number}"
+        model = scale_sets[scale_set_id]["properties"]["virtualMachineProfile"]
+        assert (
+            row["properties"]["storageProfile"]["imageReference"]
+            == (model["storageProfile"]["imageReference"])
+        )
+    patched = {machine_of(r["id"]) for r in estate.rows() if "/patch" in r["id"].lower()}
+    assert not patched & {row["id"].lower() for row in instances}
+    assert any(not row["properties"]["latestModelApplied"] for row in instances)
+
+
+def test_hotpatch_machines_carry_the_platform_settings_the_rules_read(estate: Estate) -> None:
+    rows = hotpatch_vms(estate)
+    configurations = [row["properties"]["osProfile"]["windowsConfiguration"] for row in rows]
+    platform = [
+        c for c in configurations if c["patchSettings"]["patchMode"] == "AutomaticByPlatform"
+    ]
+    updates_off = sum(c["enableAutomaticUpdates"] is False for c in platform)
+    assert share(updates_off, len(platform)) == pytest.approx(0.03, abs=0.012)
+    modes = Counter(c["patchSettings"]["assessmentMode"] for c in configurations)
+    assert share(modes["ImageDefault"], len(rows)) == pytest.approx(0.15, abs=0.03)
+    settings = [c["patchSettings"]["automaticByPlatformSettings"] for c in platform]
+    bypass = sum(s["bypassPlatformSafetyChecksOnUserSchedule"] for s in settings)
+    assert share(bypass, len(settings)) == pytest.approx(0.3, abs=0.03)
+    assert {s["rebootSetting"] for s in settings} == {"IfRequired", "Never", "Always", "Unknown"}
+    security = Counter(
+        row["properties"].get("securityProfile", {}).get("securityType") for row in rows
+    )
+    assert set(security) == {"TrustedLaunch", "ConfidentialVM", "Standard", None}
+    assert share(security[None], len(rows)) == pytest.approx(0.30, abs=0.03)
+
+
+def test_assessments_count_every_classification_some_of_them_beyond_security(
+    estate: Estate,
+) -> None:
+    counts = [
+        row["properties"]["availablePatchCountByClassification"]
+        for row in estate.patchassessmentresources
+        if row["type"].endswith("/patchassessmentresults")
+        and row["properties"]["osType"] == "Windows"
+    ]
+    # The classification names of AvailablePatchCountByClassification (Microsoft's SDK model).
+    names = {
+        "critical",
+        "security",
+        "updateRollup",
+        "featurePack",
+        "servicePack",
+        "definition",
+        "tools",
+        "updates",
+        "other",
+    }
+    assert all(set(c) <= names for c in counts)
+    for name in ("other", "tools", "featurePack", "servicePack", "updateRollup", "updates"):
+        assert any(c.get(name, 0) > 0 for c in counts), name
+    assert share(sum(c.get("other", 0) > 0 for c in counts), len(counts)) == pytest.approx(
+        0.08, abs=0.02
+    )
 
 
 def test_software_patches_are_off_by_default_and_on_when_asked(

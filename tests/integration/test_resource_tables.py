@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,7 +17,8 @@ import pytest
 from hotpatch.azure.resource_graph import export_rows, inventory_query
 from hotpatch.core.inventory import parse_rows
 from hotpatch.core.models import Machine
-from hotpatch.sandbox.estate import split_rows
+from hotpatch.data import shipped_release_catalog
+from hotpatch.sandbox.estate import EstateSpec, generate_estate, split_rows
 from hotpatch.sandbox.graph import TABLES, GraphStore
 
 SUBSCRIPTION = "33333333-3333-3333-3333-333333333333"
@@ -167,3 +169,14 @@ def test_the_raw_export_accepts_rows_from_every_table_the_query_reads() -> None:
     assert {machine.id for machine in parsed.machines} == {
         ID_OF_TYPE[k].casefold() for k in TABLE_OF_TYPE
     }
+
+
+def test_a_generated_estate_keeps_uniform_instances_in_computeresources_only() -> None:
+    estate = generate_estate(
+        EstateSpec(machines=3000, as_of=datetime(2026, 5, 20, 12, tzinfo=UTC)),
+        shipped_release_catalog(),
+    )
+    assert estate.computeresources
+    assert {r["type"] for r in estate.computeresources} == {UNIFORM_INSTANCE}
+    assert UNIFORM_INSTANCE not in {r["type"] for r in estate.resources}
+    assert split_rows(estate.rows()) == estate

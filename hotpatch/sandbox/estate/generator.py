@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from hotpatch.bulk import collector_paused
 from hotpatch.core.calendar import Calendar, YearMonth, release_instant
-from hotpatch.core.models import MonthKind, OsFamily
+from hotpatch.core.models import Channel, MonthKind, OsFamily
 from hotpatch.core.releases import Release, ReleaseCatalog
 from hotpatch.sandbox.estate.mix import (
     ARC,
@@ -22,16 +22,23 @@ from hotpatch.sandbox.estate.mix import (
     ARC_WS2025_ENROLLED,
     ARC_WS2025_NOT_ENROLLED,
     ARC_WS2025_TOO_OLD,
+    AUTOMATIC_UPDATES_OFF_SHARE,
     AZURE_EDITION_DESKTOP,
+    AZURE_EDITION_EDITION_ID,
+    AZURE_LOCAL,
+    AZURE_LOCAL_SHARES,
+    BEYOND_CATALOG_STEP,
     BUILD_POSITION_SHARES,
     CATEGORY_SHARES,
     CRITICAL_MISSING_SHARE,
     CUSTOM_IMAGE,
+    CUSTOMER_SCHEDULE_SHARE,
     DEALLOCATED_SHARE,
     DESKTOP_SKUS,
     ENVIRONMENTS,
     FAILED_ASSESSMENT_SHARE,
     FAILED_INSTALL_SHARE,
+    FEATURE_PACK_SHARE,
     FLEXIBLE_MEMBER,
     FLEXIBLE_SCALE_SET_SIZE,
     HOME_LOCATION_SHARE,
@@ -44,6 +51,8 @@ from hotpatch.sandbox.estate.mix import (
     INSTALLATION_HISTORY,
     LINUX,
     LINUX_IMAGES,
+    LOCAL_OTHER,
+    LOCAL_WS2022_AZURE_EDITION,
     LOCATIONS,
     MAX_INSTALLATION_ROWS,
     MISSING_COUNTS_SHARE,
@@ -52,29 +61,44 @@ from hotpatch.sandbox.estate.mix import (
     OFF_CYCLE,
     OFFER_SPELLINGS,
     ONE_BEHIND,
+    OTHER_UPDATES_SHARE,
     OTHER_WINDOWS,
     OTHER_WINDOWS_SKUS,
     OUT_OF_BAND_SHARE,
     OWNERS,
+    PERIODIC_ASSESSMENT_SHARE,
     PREVIEW_IMAGE,
     PREVIEW_IMAGES,
     PUBLISHER_SPELLINGS,
     REBOOT_PENDING_SHARE,
+    REBOOT_SETTING_SHARES,
+    REGULAR,
     RING_SHARES,
     RING_TAG,
+    SECURITY_TYPE_SHARES,
+    SERVICE_PACK_SHARE,
     SKU_TITLE_CASE_SHARE,
     STALE_AFTER,
     STALE_ASSESSMENT_SHARE,
     STOPPED_SHARE,
+    TOOLS_SHARE,
     TWO_BEHIND,
+    UNIFORM_OUTDATED_MODEL_SHARE,
     UNIFORM_SCALE_SET,
+    UNIFORM_SCALE_SET_SIZE,
     VM_SIZES,
     WARNING_ASSESSMENT_SHARE,
     WRONG_PATCH_MODE_SHARE,
     _deal,
     _Mix,
 )
-from hotpatch.sandbox.estate.rows import ARC_TYPE, SCALE_SET_TYPE, VM_TYPE, Estate
+from hotpatch.sandbox.estate.rows import (
+    ARC_TYPE,
+    SCALE_SET_TYPE,
+    UNIFORM_INSTANCE_TYPE,
+    VM_TYPE,
+    Estate,
+)
 
 _HISTORY_SECONDS = int(INSTALLATION_HISTORY.total_seconds())
 #: rebootStatus of a successful installation of a release of each kind.
@@ -192,7 +216,8 @@ class _Track:
     """One OS's catalog releases as seen at as_of."""
 
     os: OsFamily
-    #: Patch Tuesday releases up to the one in force (or the newest the catalog has), oldest first.
+    #: Patch Tuesday hotpatch-track releases up to the one in force, oldest first. Past the
+    #: catalog's horizon the months after it have made-up builds, newer than every catalog build.
     chain: tuple[Release, ...]
     #: Restart releases of the chain: the builds of machines that take monthly cumulative updates
     #: (their hotpatch-month builds are not hotpatch builds, and the catalog does not list them).
@@ -201,6 +226,11 @@ class _Track:
     off_cycle: tuple[Release, ...]
     #: Out-of-band releases published after the release in force and before as_of.
     out_of_band: tuple[Release, ...]
+    #: Regular-channel updates (monthly cumulative and out-of-band) published since the current
+    #: baseline and before as_of: what a machine that left the hotpatch track runs.
+    regular: tuple[Release, ...]
+    #: The made-up releases past the catalog's horizon (also at the end of `chain`).
+    beyond_catalog: tuple[Release, ...]
     previous: dict[str, Release | None]
     #: Image versions (build.yymmdd) a VM could have been created from.
     image_versions: tuple[str, ...]
@@ -222,6 +252,8 @@ def _track(
     )
     if not chain:
         return None
+    beyond = _beyond_catalog(os, releases, calendar, slot.month)
+    chain += beyond
     baseline = calendar.baseline_at_or_before(slot).month
 
     def age(release: Release) -> int:
@@ -238,15 +270,26 @@ def _track(
         and r.date > chain[-1].date
         and _released_at(r) < as_of_seconds
     )
+    regular = tuple(
+        r
+        for r in releases.releases
+        if r.os is os
+        and not r.on_track
+        and YearMonth(r.date.year, r.date.month) >= baseline
+        and _released_at(r) < as_of_seconds
+    )
     previous: dict[str, Release | None] = {}
     for index, release in enumerate(chain):
         previous[release.build] = chain[index - 1] if index else None
     for release in out_of_band:
         previous[release.build] = chain[-1]
+    for release in regular:
+        # The machine came from the hotpatch-track release before the update it took instead.
+        previous[release.build] = next((r for r in reversed(chain) if r.date < release.date), None)
     return _Track(
         os=os,
         chain=chain,
-        restarts=tuple(r for r in chain if r.kind.restart),
+        restarts=tuple(r for r in chain if _restarts(r)),
         positions={
             IN_FORCE: chain[-1],
             ONE_BEHIND: chain[max(0, len(chain) - 2)],
@@ -254,9 +297,49 @@ def _track(
         },
         off_cycle=off_cycle or chain[:1],
         out_of_band=out_of_band,
+        regular=regular,
+        beyond_catalog=beyond,
         previous=previous,
         image_versions=tuple(f"{r.build}.{r.date:%y%m%d}" for r in chain[-12:]),
     )
+
+
+def _restarts(release: Release) -> bool:
+    """Whether installing the release restarts the machine: a baseline, or any regular update."""
+    return release.kind is None or release.kind.restart
+
+
+def _beyond_catalog(
+    os: OsFamily, releases: ReleaseCatalog, calendar: Calendar, in_force: YearMonth
+) -> tuple[Release, ...]:
+    """Made-up releases for the months after the catalog's horizon, up to the one in force.
+
+    Microsoft has published them; the catalog cannot say at which build, so each gets a build
+    newer than every build the catalog knows (and no KB: the estate never names one it made up).
+    """
+    horizon = releases.covers_through
+    newest = releases.newest_revision(os)
+    known = releases.latest(os)
+    if horizon is None or newest is None or known is None or in_force <= horizon:
+        return ()
+    major = known.build.split(".", 1)[0]
+    made_up: list[Release] = []
+    month, step = horizon.shift(1), 1
+    while month <= in_force:
+        slot = calendar.slot(os, month)
+        made_up.append(
+            Release.model_construct(
+                os=os,
+                date=slot.patch_tuesday,
+                kind=slot.kind,
+                build=f"{major}.{newest + step * BEYOND_CATALOG_STEP}",
+                kb=None,
+                out_of_band=False,
+                channel=Channel.HOTPATCH,
+            )
+        )
+        month, step = month.shift(1), step + 1
+    return tuple(made_up)
 
 
 @dataclass(frozen=True)
@@ -291,6 +374,18 @@ _Run = tuple[int, str, str, int, int]
 
 
 @dataclass
+class _UniformSet:
+    """The Uniform scale set whose instances the next Uniform entries are."""
+
+    id: str
+    name: str
+    place: _Place
+    remaining: int
+    row: dict[str, Any]
+    instance: int = 0
+
+
+@dataclass
 class _FlexibleSet:
     id: str
     name: str
@@ -312,6 +407,8 @@ class _Generator:
         calendar = Calendar(releases)
         tracks = {os: _track(os, releases, calendar, spec.as_of) for os in OsFamily}
         self.tracks: dict[OsFamily, _Track] = {os: t for os, t in tracks.items() if t is not None}
+        for track in self.tracks.values():
+            self.released.update((r.build, _released_at(r)) for r in track.beyond_catalog)
         if not self.tracks:
             raise ValueError(
                 f"as_of {spec.as_of.isoformat()} precedes every release in the catalog"
@@ -324,13 +421,18 @@ class _Generator:
         self.position = _Mix(BUILD_POSITION_SHARES)
         self.ring = _Mix(RING_SHARES)
         self.arc_kind = _Mix(ARC_SHARES)
+        self.local_kind = _Mix(AZURE_LOCAL_SHARES)
+        self.reboot_setting = _Mix(REBOOT_SETTING_SHARES)
+        self.security_type = _Mix(SECURITY_TYPE_SHARES)
         self.location = _Mix(LOCATIONS)
         self.tenant = self.guid()
         self.resources: list[dict[str, Any]] = []
         self.assessments: list[dict[str, Any]] = []
         self.installations: list[dict[str, Any]] = []
         self.groups = self._groups()
+        self.computeresources: list[dict[str, Any]] = []
         self.flexible: _FlexibleSet | None = None
+        self.uniform: _UniformSet | None = None
         self.flexible_count = 0
         self.digits = max(5, len(str(spec.machines)))
 
@@ -413,10 +515,23 @@ class _Generator:
         position = self.position.pick(self.random())
         if position == OFF_CYCLE:
             return self.pick(track.off_cycle)
+        if position == REGULAR:
+            # Mostly this month's regular update; now and then an earlier one of the quarter.
+            if track.regular:
+                return track.regular[-1] if self.random() < 0.7 else self.pick(track.regular)
+            position = IN_FORCE
         release = track.positions[position]
         if position == IN_FORCE and track.out_of_band and self.random() < OUT_OF_BAND_SHARE:
             release = self.pick(track.out_of_band)
         return release
+
+    @staticmethod
+    def behind(track: _Track, build: Release) -> bool:
+        """Whether a machine on `build` lacks the security fixes of the release in force."""
+        if build is track.in_force or (build.out_of_band and build.on_track):
+            return False
+        # A regular update is current once it is as new as the hotpatch-track release in force.
+        return build.on_track or build.date < track.in_force.date
 
     # -- rows ------------------------------------------------------------------------------------
 
@@ -428,18 +543,28 @@ class _Generator:
         place: _Place,
         properties: dict[str, Any],
     ) -> dict[str, Any]:
-        """The columns every table has (Resource Graph's null columns are left out, as a query
-        that projects what the service reads would)."""
+        """A row with every column of its table, in Resource Graph's order, as an export from
+        `az graph query` or the portal has them: `kind` "" and `managedBy` "" unless a caller
+        sets them, the other columns null until a caller fills them in.
+        https://learn.microsoft.com/azure/governance/resource-graph/concepts/query-language"""
         group = place.group
         return {
             "id": row_id,
             "name": name,
             "type": kind,
             "tenantId": self.tenant,
+            "kind": "",
             "location": place.location,
             "resourceGroup": group.resource_group,
             "subscriptionId": group.subscription,
+            "managedBy": "",
+            "sku": None,
+            "plan": None,
             "properties": properties,
+            "tags": None,
+            "identity": None,
+            "zones": None,
+            "extendedLocation": None,
         }
 
     def vm(
@@ -473,11 +598,9 @@ class _Generator:
                 "linuxConfiguration" if linux else "windowsConfiguration": os_configuration,
             },
         }
-        draw = self.random()
-        if draw < 0.65:
-            properties["securityProfile"] = {"securityType": "TrustedLaunch"}
-        elif draw < 0.7:
-            properties["securityProfile"] = {"securityType": "Standard"}
+        security_type = self.security_type.pick(self.random())
+        if security_type is not None:
+            properties["securityProfile"] = {"securityType": security_type}
         if scale_set_id is not None:
             properties["virtualMachineScaleSet"] = {"id": scale_set_id}
         properties["provisioningState"] = "Succeeded"
@@ -562,9 +685,10 @@ class _Generator:
     ) -> None:
         """0-3 `softwarepatches` rows of what the assessment counted, from catalog KBs only."""
         offered: list[tuple[str, str, str, str, str, int]] = []
-        if missing is not None:
+        # A release past the catalog has no KB the estate could name: it is not offered.
+        if missing is not None and missing.kb is not None:
             # Cumulative updates supersede each other: only the newest is offered.
-            hotpatch = not missing.kind.restart
+            hotpatch = not _restarts(missing)
             label = "Security Hotpatch Update" if hotpatch else "Cumulative Update"
             offered.append(
                 (
@@ -663,13 +787,15 @@ class _Generator:
         published = released[build.build]
         built = published + int(random() * max(0, min(6 * _DAY, latest - published)))
         if built >= window:
-            reboot = _REBOOT_AFTER[build.kind]
+            reboot = _REBOOT_AFTER[build.kind] if build.kind is not None else "Completed"
             runs.append((built, "Succeeded", reboot, 1 + int(random() * 3), 0))
             previous = track.previous.get(build.build)
             if previous is not None and random() < 0.8:
                 start = released[previous.build] + int(random() * 6 * _DAY)
                 if start >= window:
-                    reboot = _REBOOT_AFTER[previous.kind]
+                    reboot = (
+                        _REBOOT_AFTER[previous.kind] if previous.kind is not None else "Completed"
+                    )
                     runs.append((start, "Succeeded", reboot, 1 + int(random() * 3), 0))
         low = max(window, built + _HOUR)
         # A machine behind ran fine only before the release it lacks; after it, it would have
@@ -704,17 +830,23 @@ class _Generator:
         return self.between(earliest, self.now - 30) if earliest < self.now - 30 else self.now - 30
 
     def windows_counts(self, behind: bool) -> dict[str, int]:
-        draw = self.random()
+        random = self.random
+        draw = random()
+        # One draw for the rarer classes that can need a restart in a hotpatch month.
+        rare = random()
+        other_cut = OTHER_UPDATES_SHARE
+        tools_cut = other_cut + TOOLS_SHARE
+        feature_cut = tools_cut + FEATURE_PACK_SHARE
         return {
             "critical": 1 if behind and draw < CRITICAL_MISSING_SHARE else 0,
             "security": 1 if behind else 0,
-            "updateRollup": 1 if self.random() < 0.2 else 0,
-            "featurePack": 0,
-            "servicePack": 0,
-            "definition": 1 if self.random() < 0.3 else 0,
-            "tools": 0,
+            "updateRollup": 1 if random() < 0.2 else 0,
+            "featurePack": 1 if tools_cut <= rare < feature_cut else 0,
+            "servicePack": 1 if feature_cut <= rare < feature_cut + SERVICE_PACK_SHARE else 0,
+            "definition": 1 if random() < 0.3 else 0,
+            "tools": 1 if other_cut <= rare < tools_cut else 0,
             "updates": self.between(0, 3),
-            "other": 0,
+            "other": (1 + int(rare * 25)) if rare < other_cut else 0,
         }
 
     # -- categories -------------------------------------------------------------------------------
@@ -748,20 +880,23 @@ class _Generator:
         if self.random() < WRONG_PATCH_MODE_SHARE:
             patch_mode = self.pick(("AutomaticByOS", "Manual"))
         hotpatching = self.random() >= HOTPATCH_OFF_SHARE
-        assessment_mode = "AutomaticByPlatform" if self.random() < 0.85 else "ImageDefault"
+        periodic = self.random() < PERIODIC_ASSESSMENT_SHARE
         patch_settings: dict[str, Any] = {
             "patchMode": patch_mode,
             "enableHotpatching": hotpatching,
-            "assessmentMode": assessment_mode,
+            "assessmentMode": "AutomaticByPlatform" if periodic else "ImageDefault",
         }
+        automatic_updates = patch_mode != "Manual"
         if patch_mode == "AutomaticByPlatform":
             patch_settings["automaticByPlatformSettings"] = {
-                "rebootSetting": "IfRequired" if self.random() < 0.8 else "Never",
-                "bypassPlatformSafetyChecksOnUserSchedule": self.random() < 0.3,
+                "rebootSetting": self.reboot_setting.pick(self.random()),
+                "bypassPlatformSafetyChecksOnUserSchedule": self.random() < CUSTOMER_SCHEDULE_SHARE,
             }
+            # AutomaticByPlatform needs enableAutomaticUpdates; some VMs have it off anyway.
+            automatic_updates = self.random() >= AUTOMATIC_UPDATES_OFF_SHARE
         configuration = {
             "provisionVMAgent": True,
-            "enableAutomaticUpdates": patch_mode != "Manual",
+            "enableAutomaticUpdates": automatic_updates,
             "patchSettings": patch_settings,
         }
         power = self.power()
@@ -777,7 +912,7 @@ class _Generator:
             started_by="Platform" if patch_mode == "AutomaticByPlatform" else "User",
         )
         reboot_pending = self.random() < REBOOT_PENDING_SHARE
-        behind = build is not track.in_force and not build.out_of_band
+        behind = self.behind(track, build)
         last_success = 0
         # Without the platform patching it, half of these machines were never patched here.
         if patch_mode == "AutomaticByPlatform" or self.random() < 0.5:
@@ -931,7 +1066,7 @@ class _Generator:
 
     def scale_set_row(
         self, place: _Place, name: str, mode: str, capacity: int, image: dict[str, Any] | None
-    ) -> str:
+    ) -> dict[str, Any]:
         scale_set_id = f"{place.group.prefix}Microsoft.Compute/virtualMachineScaleSets/{name}"
         properties: dict[str, Any] = {
             "orchestrationMode": mode,
@@ -972,16 +1107,65 @@ class _Generator:
         row["tags"] = self.tags()
         row["sku"] = {"name": self.pick(VM_SIZES), "tier": "Standard", "capacity": capacity}
         self.resources.append(row)
-        return scale_set_id
+        return row
 
     def uniform_scale_set(self, index: int, place: _Place) -> None:
+        """A Uniform scale set entry: a new scale set, or the next instance of the current one."""
+        scale_set = self.uniform
+        if scale_set is not None and scale_set.remaining > 0:
+            scale_set.remaining -= 1
+            self.uniform_instance(scale_set)
+            return
         os = self.hotpatch_os.pick(self.random())
         track = self.tracks[os]
         if self.random() < 0.7:
             image = self.marketplace_image(self.pick(HOTPATCH_SKUS[os]), track)
         else:
             image = self.marketplace_image("2022-datacenter-g2", self.ws2022)
-        self.scale_set_row(place, self.name("vmss", index), "Uniform", self.between(2, 21), image)
+        size = self.between(UNIFORM_SCALE_SET_SIZE[0], UNIFORM_SCALE_SET_SIZE[1] + 1)
+        name = self.name("vmss", index)
+        row = self.scale_set_row(place, name, "Uniform", size, image)
+        self.uniform = _UniformSet(row["id"], name, place, size, row)
+
+    def uniform_instance(self, scale_set: _UniformSet) -> None:
+        """An instance of a Uniform scale set: a `computeresources` row built from the set's model.
+
+        Update Manager does not assess or patch Uniform instances, so they have no patch rows.
+        The properties are those of a scale set VM in ARM (`latestModelApplied`, the model's
+        storage and OS profiles).
+        https://learn.microsoft.com/rest/api/compute/virtual-machine-scale-set-vms/get
+        """
+        number = scale_set.instance
+        scale_set.instance += 1
+        model = scale_set.row["properties"]["virtualMachineProfile"]
+        profile = model["osProfile"]
+        properties: dict[str, Any] = {
+            "latestModelApplied": self.random() >= UNIFORM_OUTDATED_MODEL_SHARE,
+            "vmId": self.guid(),
+            "storageProfile": {
+                "imageReference": model["storageProfile"]["imageReference"],
+                "osDisk": {
+                    "osType": "Windows",
+                    "name": f"{scale_set.name}_{number}_OsDisk_1",
+                    "createOption": "FromImage",
+                },
+            },
+            "osProfile": {
+                "computerName": f"{profile['computerNamePrefix']}{number:06d}",
+                "windowsConfiguration": profile["windowsConfiguration"],
+            },
+            "provisioningState": "Succeeded",
+        }
+        row = self.row(
+            f"{scale_set.id}/virtualMachines/{number}",
+            f"{scale_set.name}_{number}",
+            UNIFORM_INSTANCE_TYPE,
+            scale_set.place,
+            properties,
+        )
+        row["sku"] = {"name": scale_set.row["sku"]["name"], "tier": "Standard"}
+        row["tags"] = scale_set.row["tags"]
+        self.computeresources.append(row)
 
     def flexible_member(self, index: int, place: _Place) -> None:
         scale_set = self.flexible
@@ -995,7 +1179,7 @@ class _Generator:
                 if self.random() < 0.7
                 else None
             )
-            scale_set_id = self.scale_set_row(place, name, "Flexible", size, image)
+            scale_set_id = self.scale_set_row(place, name, "Flexible", size, image)["id"]
             scale_set = self.flexible = _FlexibleSet(scale_set_id, name, place, size)
         scale_set.remaining -= 1
         self.hotpatch_machine(index, scale_set.place, scale_set=scale_set)
@@ -1019,7 +1203,7 @@ class _Generator:
         features: list[dict[str, str]] | None = None
         if kind == ARC_WS2025_ENROLLED and track is not None:
             build = self.hotpatch_build(track)
-            behind = build is not track.in_force and not build.out_of_band
+            behind = self.behind(track, build)
             patch_settings["enableHotpatching"] = True
             patch_settings["status"] = {"hotpatchEnablementStatus": "Enabled"}
             features = [{"name": "Hotpatch", "subscriptionStatus": "Enabled"}]
@@ -1102,6 +1286,94 @@ class _Generator:
             missing=track.in_force if behind and track is not None else None,
         )
 
+    def azure_local_machine(self, index: int, place: _Place) -> None:
+        """A Windows Server guest on Azure Local, seen through Azure Arc (`kind` "HCI").
+
+        Azure Edition guests take hotpatches as Azure Edition VMs do; the others take monthly
+        cumulative updates. https://learn.microsoft.com/windows-server/get-started/hotpatch
+        """
+        variant = self.local_kind.pick(self.random())
+        os = OsFamily.WS2022 if variant == LOCAL_WS2022_AZURE_EDITION else OsFamily.WS2025
+        if variant == LOCAL_OTHER:
+            os = self.hotpatch_os.pick(self.random())
+        if os not in self.tracks:
+            os = OsFamily.WS2022
+        track = self.tracks.get(os)
+        azure_edition = variant != LOCAL_OTHER
+        name = self.name("hci", index)
+        machine_id = f"{place.group.prefix}Microsoft.HybridCompute/machines/{name}"
+        connected = self.random() >= ARC_DISCONNECTED_SHARE / 2  # on-premises, yet managed
+        patch_settings: dict[str, Any] = {
+            "assessmentMode": (
+                "AutomaticByPlatform"
+                if self.random() < PERIODIC_ASSESSMENT_SHARE
+                else "ImageDefault"
+            ),
+            "patchMode": "AutomaticByPlatform",
+        }
+        build: Release | None
+        if azure_edition and track is not None:
+            build = self.hotpatch_build(track)
+            behind = self.behind(track, build)
+            patch_settings["enableHotpatching"] = self.random() >= HOTPATCH_OFF_SHARE
+        else:
+            build = self.restart_build(track)
+            behind = track is not None and build is not None and build is not track.in_force
+        year = "2022" if os is OsFamily.WS2022 else "2025"
+        edition = "Datacenter" if azure_edition or self.random() < 0.6 else "Standard"
+        properties: dict[str, Any] = {
+            "provisioningState": "Succeeded",
+            "status": "Connected" if connected else "Disconnected",
+            "lastStatusChange": self.iso(
+                self.now
+                - (
+                    self.between(_HOUR, 5 * _DAY)
+                    if connected
+                    else self.between(4 * _DAY, 30 * _DAY)
+                )
+            ),
+            "vmId": self.guid(),
+            "machineFqdn": f"{name}.corp.contoso.com",
+            "osType": "windows",
+            "osName": "windows",
+        }
+        if build is not None:
+            properties["osVersion"] = f"10.0.{build.build}"
+        if azure_edition:
+            properties["osSku"] = f"Windows Server {year} Datacenter: Azure Edition"
+            properties["osEdition"] = AZURE_EDITION_EDITION_ID
+        else:
+            properties["osSku"] = f"Windows Server {year} {edition}"
+            properties["osEdition"] = f"server{edition.lower()}"
+        properties["osProfile"] = {
+            "computerName": name,
+            "windowsConfiguration": {"patchSettings": patch_settings},
+        }
+        row = self.row(machine_id, name, ARC_TYPE, place, properties)
+        row["kind"] = "HCI"
+        row["tags"] = self.tags()
+        row["identity"] = {
+            "type": "SystemAssigned",
+            "principalId": self.guid(),
+            "tenantId": self.tenant,
+        }
+        self.resources.append(row)
+        target = _Target(machine_id, place, ARC_TYPE, False, "Platform")
+        last_success = 0
+        if build is not None and track is not None and connected and self.random() < 0.8:
+            last_success = self.install_history(
+                target, track, build, behind=behind, reboot_pending=False
+            )
+        if self.random() < 0.1:
+            return
+        self.assessment(
+            target,
+            when=self.assessed_at(not connected or self.random() < 0.05, last_success),
+            counts=self.windows_counts(behind),
+            reboot_pending=self.random() < REBOOT_PENDING_SHARE,
+            missing=track.in_force if behind and track is not None else None,
+        )
+
     def run(self) -> Estate:
         categories = _deal(self.spec.machines, CATEGORY_SHARES)
         self.rng.shuffle(categories)
@@ -1115,7 +1387,8 @@ class _Generator:
             FLEXIBLE_MEMBER: self.flexible_member,
             UNIFORM_SCALE_SET: self.uniform_scale_set,
             ARC: self.arc_machine,
+            AZURE_LOCAL: self.azure_local_machine,
         }
         for index, category in enumerate(categories, start=1):
             makers[category](index, self.place())
-        return Estate(self.resources, self.assessments, self.installations)
+        return Estate(self.resources, self.assessments, self.installations, self.computeresources)

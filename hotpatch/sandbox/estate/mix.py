@@ -21,21 +21,29 @@ CUSTOM_IMAGE = "custom_image"  # managed image or Azure Compute Gallery image
 PREVIEW_IMAGE = "preview_image"  # hotpatch preview offers, not in the documented list
 LINUX = "linux"
 FLEXIBLE_MEMBER = "flexible_member"  # VM in a Flexible scale set, on a hotpatch SKU
-UNIFORM_SCALE_SET = "uniform_scale_set"  # one entry per scale set; its instances are not listed
+#: A Uniform scale set (in `resources`) or one of its instances (in `computeresources`): each
+#: set takes one entry, then its instances the next ones.
+UNIFORM_SCALE_SET = "uniform_scale_set"
 ARC = "arc"  # Azure Arc-enabled server
+#: An Arc machine on Azure Local (the row's `kind` column is "HCI"): Windows Server Azure Edition
+#: guests, which take hotpatches as Azure Edition does, and other Windows Server guests.
+#: https://learn.microsoft.com/windows-server/get-started/hotpatch (Azure, Azure Local, Arc)
+AZURE_LOCAL = "azure_local"
 
-#: Share of the machine entries (VMs, Arc machines and Uniform scale sets; these are what
-#: `EstateSpec.machines` counts). Flexible scale set rows come on top: they only inform members.
+#: Share of the machine entries (VMs, Arc machines, Uniform scale sets and their instances; these
+#: are what `EstateSpec.machines` counts). Flexible scale set rows come on top: they only inform
+#: their members.
 CATEGORY_SHARES: tuple[tuple[str, float], ...] = (
-    (HOTPATCH_VM, 0.59),
+    (HOTPATCH_VM, 0.57),
     (AZURE_EDITION_DESKTOP, 0.06),
     (OTHER_WINDOWS, 0.08),
     (CUSTOM_IMAGE, 0.04),
     (PREVIEW_IMAGE, 0.005),
     (LINUX, 0.09),
     (FLEXIBLE_MEMBER, 0.03),
-    (UNIFORM_SCALE_SET, 0.005),
-    (ARC, 0.10),
+    (UNIFORM_SCALE_SET, 0.02),
+    (ARC, 0.08),
+    (AZURE_LOCAL, 0.025),
 )
 
 #: OS of the Azure Edition hotpatch machines (VMs and Flexible members).
@@ -115,14 +123,23 @@ WARNING_ASSESSMENT_SHARE = 0.02
 #: the image gate must win over the setting.
 HOTPATCH_ON_UNSUPPORTED_IMAGE_SHARE = 0.1
 #: Which catalog build a hotpatch machine runs, relative to the release in force at as_of.
-#: "off_cycle" is behind the current baseline: a build 3-9 months older than it.
+#: "off_cycle" is behind the current baseline: a build 3-9 months older than it. "regular" took
+#: the month's regular cumulative update (or a regular out-of-band one) instead of the hotpatch:
+#: a catalog row of the regular channel, current on security yet off the hotpatch track.
+#: Past the catalog's horizon "in_force" and the months before it are builds newer than every
+#: build the catalog knows (the generator makes them up: Microsoft published them, the catalog
+#: does not say which).
 IN_FORCE, ONE_BEHIND, TWO_BEHIND, OFF_CYCLE = "in_force", "one_behind", "two_behind", "off_cycle"
+REGULAR = "regular"
 BUILD_POSITION_SHARES: tuple[tuple[str, float], ...] = (
-    (IN_FORCE, 0.64),
-    (ONE_BEHIND, 0.16),
-    (TWO_BEHIND, 0.12),
+    (IN_FORCE, 0.59),
+    (ONE_BEHIND, 0.155),
+    (TWO_BEHIND, 0.115),
     (OFF_CYCLE, 0.08),
+    (REGULAR, 0.06),
 )
+#: How far apart the made-up builds of the months past the catalog are (revisions per month).
+BEYOND_CATALOG_STEP = 90
 #: Of the machines in force, those that also took an out-of-band release published since.
 OUT_OF_BAND_SHARE = 0.3
 #: Of the machines behind, those with a recent failed installation attempt.
@@ -148,8 +165,26 @@ ARC_SHARES: tuple[tuple[str, float], ...] = (
     (ARC_WS2022, 0.17),
 )
 ARC_DISCONNECTED_SHARE = 0.08
-#: A WS2025 build older than the Arc hotpatch minimum (26100.1742); the only build in the
-#: estate that is not from the release catalog, on purpose: it predates the catalog.
+#: Azure Local guests: Azure Edition of each OS, and Windows Server that is not Azure Edition.
+LOCAL_WS2025_AZURE_EDITION, LOCAL_WS2022_AZURE_EDITION = (
+    "ws2025_azure_edition",
+    "ws2022_azure_edition",
+)
+LOCAL_OTHER = "not_azure_edition"
+AZURE_LOCAL_SHARES: tuple[tuple[str, float], ...] = (
+    (LOCAL_WS2025_AZURE_EDITION, 0.4),
+    (LOCAL_WS2022_AZURE_EDITION, 0.3),
+    (LOCAL_OTHER, 0.3),
+)
+#: `properties.osSku` of an Arc machine is the OS's product name ("Windows Server 2022
+#: Datacenter", and for Azure Edition guests on Azure Local "Windows Server 2022 Datacenter: Azure
+#: Edition": https://github.com/MicrosoftDocs/azure-stack-docs/blob/main/azure-stack/hci/manage/windows-server-azure-edition.md).
+#: `osEdition` is the lower-cased Windows edition id, "serverturbine" for Azure Edition: the id is
+#: Windows' own, that Arc reports it so is not documented by Microsoft (the parser keys on osSku).
+AZURE_EDITION_EDITION_ID = "serverturbine"
+#: A WS2025 build older than the Arc hotpatch minimum (26100.1742); besides the builds past the
+#: catalog's horizon, the only build in the estate that is not from the release catalog, on
+#: purpose: it predates the catalog.
 ARC_TOO_OLD_BUILD = "26100.1000"
 
 STALE_AFTER = timedelta(hours=72)
@@ -157,6 +192,37 @@ STALE_AFTER = timedelta(hours=72)
 INSTALLATION_HISTORY = timedelta(days=30)
 MAX_INSTALLATION_ROWS = 3
 FLEXIBLE_SCALE_SET_SIZE = (2, 12)
+#: Instances of a Uniform scale set (the set itself takes one more entry).
+UNIFORM_SCALE_SET_SIZE = (2, 9)
+UNIFORM_OUTDATED_MODEL_SHARE = 0.1  # instances not on the scale set's latest model
+
+# Platform settings of hotpatch machines (DOMAIN.md §3), drawn independently.
+#: `enableAutomaticUpdates` false although patchMode is AutomaticByPlatform, which needs it.
+AUTOMATIC_UPDATES_OFF_SHARE = 0.03
+#: `patchSettings.assessmentMode` AutomaticByPlatform (periodic, every 24 h); the rest ImageDefault.
+PERIODIC_ASSESSMENT_SHARE = 0.85
+#: `automaticByPlatformSettings.bypassPlatformSafetyChecksOnUserSchedule`: customer schedules.
+CUSTOMER_SCHEDULE_SHARE = 0.3
+REBOOT_SETTING_SHARES: tuple[tuple[str, float], ...] = (
+    ("IfRequired", 0.78),
+    ("Never", 0.12),
+    ("Always", 0.06),
+    ("Unknown", 0.04),
+)
+#: `securityProfile.securityType` of VMs; None: absent (Standard).
+SECURITY_TYPE_SHARES: tuple[tuple[str | None, float], ...] = (
+    ("TrustedLaunch", 0.62),
+    ("ConfidentialVM", 0.03),
+    ("Standard", 0.05),
+    (None, 0.30),
+)
+#: Of Windows assessments, those that also count non-security updates that can need a restart
+#: in a hotpatch month (.NET and the like in `other`, `tools`, feature and service packs). The
+#: classification names: https://learn.microsoft.com/javascript/api/@azure/arm-hybridcompute/availablepatchcountbyclassification
+OTHER_UPDATES_SHARE = 0.08
+TOOLS_SHARE = 0.02
+FEATURE_PACK_SHARE = 0.01
+SERVICE_PACK_SHARE = 0.005
 
 LOCATIONS: tuple[tuple[str, float], ...] = (
     ("westeurope", 0.22),
