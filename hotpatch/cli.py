@@ -1,50 +1,80 @@
-"""The `hotpatch` command."""
+"""The `hotpatch` command: parse the arguments, call a use case, render its answer.
+
+Every failure ends as one line on stderr and an exit code: 2 for usage, settings, local files,
+a bad sandbox URL or CA file; 3 when Azure refused or failed; 130 on Ctrl-C. With
+`--format json|csv` only the document goes to stdout; status and progress go to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
-import secrets
+import signal
 import sys
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import (
-    AbstractAsyncContextManager,
-    ExitStack,
-    asynccontextmanager,
-    contextmanager,
-)
-from dataclasses import dataclass, replace
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 
-from hotpatch import __version__
+from hotpatch import __version__, bootstrap, files
+from hotpatch.bootstrap import SandboxEndpoint, Target, World
 from hotpatch.bulk import collector_off_for_good
 from hotpatch.core.calendar import YearMonth
 from hotpatch.core.eligibility import image_eligibility
 from hotpatch.core.models import ImageRef, OsFamily
-from hotpatch.errors import AzureError, HotpatchError
-from hotpatch.export import read_rows
+from hotpatch.errors import AzureServiceError, HotpatchError, PartialScopeError
+from hotpatch.export import Export, read_export
+from hotpatch.ports import InventoryProgress, MachineRef, OperationOutcome
 from hotpatch.report import (
     calendar_json,
+    clean,
+    iso,
     print_calendar,
     print_catalog_notice,
     print_summary,
     report_csv,
     report_json,
 )
-from hotpatch.service import Rules, evaluate_rows
+from hotpatch.service import (
+    AssessRun,
+    Evaluation,
+    Rules,
+    Sweep,
+    assess,
+    assessment_targets,
+    evaluate_rows,
+    sweep,
+)
 from hotpatch.settings import Settings
+
+if TYPE_CHECKING:
+    from hotpatch.sandbox.estate import Estate
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 #: Azure refused or failed (access, throttling, outage), after every retry the policy allows.
 EXIT_AZURE = 3
 EXIT_INTERRUPTED = 130
+
+#: The months the calendar answers for: wide enough for any real question, narrow enough that
+#: every month it looks at (the month before, the forecast after) is a real calendar month.
+FIRST_MONTH = YearMonth(2000, 1)
+LAST_MONTH = YearMonth(9990, 12)
+#: The largest estate the sandbox generates (a million machines is about 3 GB of rows).
+MAX_MACHINES = 1_000_000
+MAX_SUBSCRIPTIONS = 10_000
+#: Options that describe the sandbox's estate; sweep and assess take them with --sandbox only.
+ESTATE_OPTIONS = ("machines", "seed", "subscriptions", "as_of", "import_file")
+ESTATE_DEFAULTS = {"machines": 2000, "seed": 1, "subscriptions": 4}
 
 
 class UsageError(HotpatchError):
@@ -57,51 +87,99 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"hotpatch: error: {message} (see --help)\n")
 
 
+# -- argument types -------------------------------------------------------------------------------
+
+
 def _moment(text: str) -> datetime:
-    """ISO 8601; a time without a zone is read as UTC."""
+    """ISO 8601; a time without a zone is read as UTC; inside the calendar's range."""
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO-8601 time (e.g. 2026-02-20T12:00Z)"
         ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if not FIRST_MONTH <= YearMonth.of(value) <= LAST_MONTH:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside the calendar ({_calendar_range()})")
+    return value
 
 
 def _month(text: str) -> YearMonth:
     try:
-        return YearMonth.parse(text)
+        month = YearMonth.parse(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if not FIRST_MONTH <= month <= LAST_MONTH:
+        raise argparse.ArgumentTypeError(f"{text} is outside the calendar ({_calendar_range()})")
+    return month
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _calendar_range() -> str:
+    return f"{FIRST_MONTH} to {LAST_MONTH}"
+
+
+def _whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {value:,}")
+        return value
+
+    return parse
+
+
+_port = _whole(0, 65535)
+
+
+def _image(text: str) -> ImageRef:
+    """`publisher:offer:sku[:version]`, the URN `az vm create --image` takes."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or not all(parts[:3]):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an image URN (publisher:offer:sku[:version])"
+        )
+    return ImageRef(publisher=parts[0], offer=parts[1], sku=parts[2])
+
+
+# -- the parser -----------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hotpatch", description=__doc__)
+    parser = _Parser(
+        prog="hotpatch",
+        description="Keep Windows Server machines in Azure on the hotpatch cycle, and say which "
+        "are compliant, which are not, and why.",
+        epilog="Exit codes: 0 success; 2 bad usage, setting or local file; 3 Azure refused or "
+        "failed; 130 interrupted.",
+    )
     parser.add_argument("--version", action="version", version=f"hotpatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     cal = commands.add_parser("calendar", help="baseline and hotpatch months for an OS")
     cal.add_argument("--os", required=True, choices=[o.value for o in OsFamily])
     cal.add_argument(
-        "--from", dest="start", type=_month, help="first month, YYYY-MM (default: now)"
+        "--from",
+        dest="start",
+        type=_month,
+        help=f"first month, YYYY-MM (default: now; {_calendar_range()})",
     )
-    cal.add_argument("--months", type=_positive, default=12, help="how many months (default 12)")
+    cal.add_argument(
+        "--months", type=_whole(1, 1200), default=12, help="how many months (default 12)"
+    )
     cal.add_argument("--format", choices=("table", "json"), default="table")
 
-    image = commands.add_parser("check-image", help="can a marketplace image take hotpatches?")
-    image.add_argument("publisher")
-    image.add_argument("offer")
-    image.add_argument("sku")
+    image = commands.add_parser(
+        "check-image",
+        help="can a marketplace image take hotpatches?",
+        description="Give the image as PUBLISHER OFFER SKU, or as one URN "
+        "publisher:offer:sku[:version] (as az vm create --image takes it).",
+    )
+    image.add_argument("image", nargs="+", metavar="PUBLISHER OFFER SKU | URN")
     image.add_argument("--format", choices=("table", "json"), default="table")
 
     evaluate = commands.add_parser("evaluate", help="judge every machine of a raw export")
@@ -109,26 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--inventory", required=True, type=Path, help="Resource Graph rows (JSON)"
     )
     evaluate.add_argument(
-        "--now", type=_moment, help="judge as of this instant (ISO 8601; default: the clock)"
+        "--now",
+        type=_moment,
+        help=f"judge as of this instant (ISO 8601; default: the clock; {_calendar_range()})",
     )
     evaluate.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _output_option(evaluate)
     evaluate.add_argument(
-        "--output", type=Path, help="write the json/csv report here instead of stdout"
-    )
-    evaluate.add_argument(
-        "--limit", type=int, default=25, help="machines listed in the table (default 25)"
+        "--limit", type=_whole(0), default=25, help="machines listed in the table (default 25)"
     )
 
-    sweep = commands.add_parser(
+    sweep_parser = commands.add_parser(
         "sweep", help="inventory every machine in scope and judge it (Azure or the sandbox)"
     )
-    _target_options(sweep)
-    assess = commands.add_parser(
+    _target_options(sweep_parser)
+    assess_parser = commands.add_parser(
         "assess",
         help="sweep, then start patch assessments where they are due (a dry run unless --yes)",
     )
-    _target_options(assess)
-    assess.add_argument(
+    _target_options(assess_parser)
+    assess_parser.add_argument(
         "--yes", action="store_true", help="start the assessments (default: only list them)"
     )
 
@@ -137,15 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sandbox_command", required=True, parser_class=_Parser
     )
     serve = sandbox_commands.add_parser("serve", help="serve an estate over HTTPS until Ctrl-C")
-    _estate_options(serve)
-    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    _estate_options(serve, defaults=True)
+    serve.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
     serve.add_argument("--state-dir", type=Path, help="where the CA certificate is written")
     serve.add_argument(
         "--no-quota", action="store_true", help="switch off the Resource Graph quota"
     )
     export = sandbox_commands.add_parser("export", help="write a generated estate as a raw export")
-    _estate_options(export)
-    export.add_argument("--output", type=Path, required=True)
+    _estate_options(export, defaults=True)
+    export.add_argument("--output", type=Path, required=True, help="the export file to write")
 
     catalog = commands.add_parser("catalog", help="the release catalog")
     catalog_commands = catalog.add_subparsers(
@@ -176,89 +254,218 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="write the report (in --format, table included) to this file instead of stdout; "
+        "it appears whole or not at all",
+    )
+
+
 def _target_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--sandbox", action="store_true", help="against an in-process sandbox estate"
     )
-    where.add_argument("--sandbox-url", help="against a running sandbox (hotpatch sandbox serve)")
-    parser.add_argument("--sandbox-ca", type=Path, help="the running sandbox's CA certificate")
-    _estate_options(parser)
+    where.add_argument(
+        "--sandbox-url", help="against a running sandbox (needs --sandbox-ca; see sandbox serve)"
+    )
+    parser.add_argument(
+        "--sandbox-ca", type=Path, help="the running sandbox's CA certificate (--sandbox-url only)"
+    )
+    _estate_options(parser, defaults=False)
     parser.add_argument(
         "--now",
         type=_moment,
-        help="judge as of this instant (default: the clock; for "
-        "--sandbox, the estate's as-of time)",
+        help="judge as of this instant (default: the clock; with --sandbox, the estate's "
+        "as-of time)",
+    )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="succeed even when a configured subscription or management group cannot be read "
+        "(default: exit 3 after reporting the rest)",
     )
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _output_option(parser)
     parser.add_argument(
         "--report-dir",
         type=Path,
         default=Path("hotpatch-reports"),
-        help="where the full JSON report is written (default ./hotpatch-reports)",
+        help="where the full JSON report is written, in a new file each run "
+        "(default ./hotpatch-reports, created if missing)",
     )
-    parser.add_argument("--limit", type=int, default=15, help="machines listed in the table")
+    parser.add_argument(
+        "--limit", type=_whole(0), default=15, help="machines listed in the table (default 15)"
+    )
 
 
-def _estate_options(parser: argparse.ArgumentParser) -> None:
+def _estate_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    # For sweep and assess these describe the in-process sandbox: defaults are applied there,
+    # so that giving one without --sandbox is an error rather than quietly ignored.
+    only = "" if defaults else " (--sandbox only)"
     parser.add_argument(
-        "--machines", type=_positive, default=2000, help="estate size (default 2000)"
+        "--machines",
+        type=_whole(1, MAX_MACHINES),
+        default=ESTATE_DEFAULTS["machines"] if defaults else None,
+        help=f"estate size (default 2000){only}",
     )
-    parser.add_argument("--seed", type=int, default=1, help="estate seed (default 1)")
     parser.add_argument(
-        "--subscriptions", type=_positive, default=4, help="estate subscriptions (default 4)"
+        "--seed",
+        type=int,
+        default=ESTATE_DEFAULTS["seed"] if defaults else None,
+        help=f"estate seed (default 1){only}",
+    )
+    parser.add_argument(
+        "--subscriptions",
+        type=_whole(1, MAX_SUBSCRIPTIONS),
+        default=ESTATE_DEFAULTS["subscriptions"] if defaults else None,
+        help=f"estate subscriptions (default 4){only}",
     )
     parser.add_argument(
         "--as-of",
         type=_moment,
         help="the instant the estate is observed (default: a week after the newest release "
-        "in the catalog)",
+        f"in the catalog){only}",
     )
     parser.add_argument(
-        "--import", dest="import_file", type=Path, help="serve this raw export instead"
+        "--import",
+        dest="import_file",
+        type=Path,
+        help=f"serve this raw export instead of a generated estate{only}",
     )
+
+
+# -- main -----------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # Piped output keeps whole columns (rich would squeeze tables to 80 columns).
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    _tolerant_streams()
     try:
+        args = build_parser().parse_args(argv)
         settings = Settings.from_env(os.environ if environ is None else environ)
-        if args.command == "catalog":  # before the rules: the catalog file may not exist yet
-            return _catalog_update(args, settings, console)
-        rules = Rules.from_settings(settings)
-        if args.command == "calendar":
-            return _calendar(args, rules, console)
-        if args.command == "check-image":
-            return _check_image(args, rules, console)
-        if args.command == "sweep":
-            return _sweep(args, settings, rules, console)
-        if args.command == "assess":
-            return _assess(args, settings, rules, console)
-        if args.command == "sandbox":
-            return _sandbox(args, rules, console)
-        return _evaluate(args, rules, console)
-    except AzureError as error:
-        print(f"hotpatch: azure: {error}", file=sys.stderr)
+        return _run(args, settings)
+    except KeyboardInterrupt as interrupt:
+        detail = _one_line(interrupt) if str(interrupt) else ""
+        _error(f"interrupted; {detail}" if detail else "interrupted")
+        return EXIT_INTERRUPTED
+    except AzureServiceError as error:
+        print(f"hotpatch: azure: {_one_line(error)}", file=sys.stderr)
         return EXIT_AZURE
     except HotpatchError as error:
-        print(f"hotpatch: error: {error}", file=sys.stderr)
+        _error(_one_line(error))
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and nowhere to say it.
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), sys.stdout.fileno())
+        return EXIT_OK
 
 
-def _calendar(args: argparse.Namespace, rules: Rules, console: Console) -> int:
-    start = args.start or YearMonth.of(datetime.now(UTC))
-    slots = rules.calendar.months(OsFamily(args.os), start, args.months)
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "catalog":  # before the rules: the catalog file may not exist yet
+        return _catalog_update(args, settings, _stdout_console())
+    world = bootstrap.build(settings)
+    if args.command == "calendar":
+        return _calendar(args, world)
+    if args.command == "check-image":
+        return _check_image(args, world)
+    if args.command == "sweep":
+        return _sweep(args, world)
+    if args.command == "assess":
+        return _assess(args, world)
+    if args.command == "sandbox":
+        return _sandbox(args, world)
+    return _evaluate(args, world)
+
+
+def _error(message: str) -> None:
+    print(f"hotpatch: error: {message}", file=sys.stderr)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def _tolerant_streams() -> None:
+    """Text the terminal's encoding cannot carry is shown escaped, not a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _stdout_console() -> Console:
+    # Piped output keeps whole columns (rich would squeeze tables to 80 columns).
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+class _Out:
+    """Where a command's report goes: stdout, or (with --output) a file written whole.
+
+    Table output to a file is rendered without colour; status lines always go to stderr.
+    """
+
+    def __init__(self, output: Path | None) -> None:
+        self.output = output
+        self._buffer = io.StringIO() if output is not None else None
+        self.console = (
+            Console(file=self._buffer, width=160, color_system=None, highlight=False)
+            if self._buffer is not None
+            else _stdout_console()
+        )
+        self.status = _stderr_console()
+
+    def write(self, text: str) -> None:
+        if self._buffer is not None:
+            self._buffer.write(text)
+        else:
+            sys.stdout.write(text)
+
+    def close(self, what: str) -> None:
+        if self.output is None or self._buffer is None:
+            return
+        files.write_whole(self.output, self._buffer.getvalue())
+        # The document went to the file: stdout has nothing else to carry.
+        _stdout_console().print(f"wrote {what} to {escape(str(self.output))}")
+
+
+# -- calendar, check-image, evaluate --------------------------------------------------------------
+
+
+def _calendar(args: argparse.Namespace, world: World) -> int:
+    start: YearMonth = args.start or YearMonth.of(world.clock())
+    if start.shift(args.months - 1) > LAST_MONTH:
+        raise UsageError(
+            f"--from {start} --months {args.months} runs past the calendar ({_calendar_range()})"
+        )
+    slots = world.rules.calendar.months(OsFamily(args.os), start, args.months)
     if args.format == "json":
         _print_json(calendar_json(slots))
     else:
-        print_calendar(console, args.os, slots)
+        print_calendar(_stdout_console(), args.os, slots)
     return EXIT_OK
 
 
-def _check_image(args: argparse.Namespace, rules: Rules, console: Console) -> int:
-    image = ImageRef(publisher=args.publisher, offer=args.offer, sku=args.sku)
+def _check_image(args: argparse.Namespace, world: World) -> int:
+    words: list[str] = args.image
+    if len(words) == 1:
+        try:
+            image = _image(words[0])
+        except argparse.ArgumentTypeError as error:
+            raise UsageError(str(error)) from None
+    elif len(words) == 3:
+        image = ImageRef(publisher=words[0], offer=words[1], sku=words[2])
+    else:
+        raise UsageError(
+            "check-image takes PUBLISHER OFFER SKU, or one URN publisher:offer:sku[:version]"
+        )
+    rules = world.rules
     verdict = image_eligibility(image, rules.images, rules.policy)
     answer = {
         "eligible": verdict.eligible,
@@ -267,275 +474,253 @@ def _check_image(args: argparse.Namespace, rules: Rules, console: Console) -> in
     }
     if args.format == "json":
         _print_json(answer)
-    else:
-        word = "[green]eligible[/]" if verdict.eligible else "[red]not eligible[/]"
-        console.print(f"{args.publisher}/{args.offer}/{args.sku}: {word} ({answer['os'] or '-'})")
-        for reason in verdict.reasons:
-            console.print(f"  {reason.code}: {reason.message}")
+        return EXIT_OK
+    console = _stdout_console()
+    word = "[green]eligible[/]" if verdict.eligible else "[red]not eligible[/]"
+    name = clean(f"{image.publisher}/{image.offer}/{image.sku}")
+    console.print(f"{name}: {word} ({answer['os'] or '-'})")
+    for reason in verdict.reasons:
+        console.print(f"  {reason.code}: {clean(reason.message)}")
     return EXIT_OK
 
 
-def _evaluate(args: argparse.Namespace, rules: Rules, console: Console) -> int:
+def _evaluate(args: argparse.Namespace, world: World) -> int:
     collector_off_for_good()  # a one-shot command over acyclic records: see hotpatch.bulk
-    now = args.now or datetime.now(UTC)
-    rows = read_rows(args.inventory)
-    result = evaluate_rows(rows, rules, now)
+    if args.output is not None:
+        files.check_output_file(args.output)
+    now = args.now or world.clock()
+    export = read_export(args.inventory)
+    result = evaluate_rows(export.rows, world.rules, now)
+    out = _Out(args.output)
+    notes = _input_notes(result, export)
     if args.format == "table":
         print_summary(
-            console,
+            out.console,
             result.summary,
             result.verdicts,
             args.limit,
             f"Compliance of {args.inventory.name} at {now:%Y-%m-%d %H:%M}Z",
         )
-        return EXIT_OK
-    if args.format == "json":
-        document = report_json(
-            result.verdicts,
-            result.summary,
-            now,
-            rows=result.rows,
-            ignored_rows=result.ignored_rows,
-        )
-        text = json.dumps(document, indent=1) + "\n"
+        for note in notes:
+            out.console.print(f"[yellow]{escape(note)}[/]")
     else:
-        text = report_csv(result.verdicts, result.summary)
-    print_catalog_notice(Console(stderr=True), result.summary)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text, encoding="utf-8")
-        console.print(f"wrote {len(result.verdicts)} machines to {args.output}")
-    else:
-        sys.stdout.write(text)
+        print_catalog_notice(out.status, result.summary)
+        for note in notes:
+            out.status.print(f"hotpatch: {escape(note)}", style="yellow")
+        if args.format == "json":
+            document = report_json(
+                result.verdicts,
+                result.summary,
+                now,
+                rows=result.rows,
+                ignored_rows=result.ignored_rows,
+                duplicate_rows=len(result.duplicates),
+                incomplete_export=export.incomplete,
+            )
+            out.write(json.dumps(document, indent=1) + "\n")
+        else:
+            out.write(report_csv(result.verdicts, result.summary))
+    out.close(f"{len(result.verdicts):,} machines")
     return EXIT_OK
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """Where a command talks: Azure, a running sandbox, or one started for the command."""
+def _input_notes(result: Evaluation, export: Export | None = None) -> list[str]:
+    """What the rows held besides machines: said wherever the report is read."""
+    notes = []
+    if result.ignored_rows:
+        notes.append(
+            f"{result.ignored_rows:,} row(s) ignored: not a machine, an assessment or an "
+            "installation row"
+        )
+    if result.duplicates:
+        sample = ", ".join(result.duplicates[:3])
+        more = f" and {len(result.duplicates) - 3:,} more" if len(result.duplicates) > 3 else ""
+        notes.append(
+            f"{len(result.duplicates):,} duplicate machine row(s) (the same id, or one differing "
+            f"only by case), each judged once: {sample}{more}"
+        )
+    if export is not None and export.incomplete:
+        notes.append(
+            "the export holds a $skipToken: Resource Graph had more rows than the file holds, "
+            "so machines are missing; export every page"
+        )
+    return notes
 
-    inventory: Any
-    scope: Any
-    now: datetime
-    #: Opens the patch operations adapter (and its credential) for the same endpoint.
-    patch_operations: Callable[[], AbstractAsyncContextManager[Any]]
+
+# -- sweep and assess -----------------------------------------------------------------------------
 
 
 @contextmanager
-def _target(
-    args: argparse.Namespace, settings: Settings, rules: Rules, console: Console
-) -> Iterator[_Target]:
-    """Everything opened for the target is closed when the command ends."""
-    from hotpatch.azure.compute import ARM_ENDPOINT, ComputePatchOperations
-    from hotpatch.azure.credentials import (
-        AsyncStaticTokenCredential,
-        StaticTokenCredential,
-        async_azure_credential,
-        azure_credential,
-    )
-    from hotpatch.azure.resource_graph import ResourceGraphInventory, resource_graph_client
-    from hotpatch.ports import Scope
-
-    with ExitStack() as stack:
-        base_url: str | None = None
-        ca: str | None = None
-        scope = Scope(settings.subscriptions, settings.management_groups)
-        now = args.now or datetime.now(UTC)
-        identity = settings.managed_identity_client_id
-        if args.sandbox:
-            from hotpatch.sandbox.session import running_sandbox
-
-            with console.status(f"generating a {args.machines:,}-machine estate…"):
-                as_of, estate = _estate(args, rules)
-            sandbox = stack.enter_context(running_sandbox(estate))
-            console.print(f"sandbox: {sandbox.base_url} (CA {sandbox.ca_path})", style="dim")
-            base_url, ca, scope, now = (
-                sandbox.base_url,
-                str(sandbox.ca_path),
-                Scope(),
-                args.now or as_of,
+def _target(args: argparse.Namespace, world: World, status: Console) -> Iterator[Target]:
+    """The endpoint the options name, open for the command, closed after it."""
+    given = [name for name in ESTATE_OPTIONS if getattr(args, name) is not None]
+    if given and not args.sandbox:
+        flags = ", ".join("--" + name.replace("_", "-").replace("-file", "") for name in given)
+        raise UsageError(f"{flags}: only with --sandbox (they describe its generated estate)")
+    if args.sandbox_ca is not None and not args.sandbox_url:
+        raise UsageError("--sandbox-ca goes with --sandbox-url")
+    settings = world.settings
+    if (args.sandbox or args.sandbox_url) and (
+        settings.subscriptions or settings.management_groups
+    ):
+        which = "HOTPATCH_SUBSCRIPTIONS" if settings.subscriptions else "HOTPATCH_MANAGEMENT_GROUPS"
+        status.print(
+            f"hotpatch: note: the sandbox ignores {which}: it sweeps its whole estate",
+            style="yellow",
+        )
+    if args.sandbox:
+        for name, value in ESTATE_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+        with status.status(f"generating a {args.machines:,}-machine estate…"):
+            as_of, estate = _estate(args, world.rules)
+        with bootstrap.in_process_sandbox(estate, as_of) as target:
+            assert target.sandbox is not None
+            status.print(
+                f"sandbox: {target.sandbox.base_url} (CA {target.sandbox.ca_file})", style="dim"
             )
-        elif args.sandbox_url:
-            if args.sandbox_ca is None:
-                raise UsageError("--sandbox-url needs --sandbox-ca (the path serve printed)")
-            if not args.sandbox_ca.is_file():
-                raise UsageError(f"--sandbox-ca {args.sandbox_ca}: no such file")
-            base_url, ca = args.sandbox_url, str(args.sandbox_ca)
-        sandboxed = base_url is not None
-        credential: Any = (
-            StaticTokenCredential()
-            if sandboxed
-            else stack.enter_context(azure_credential(identity))
+            yield target
+    elif args.sandbox_url:
+        if args.sandbox_ca is None:
+            raise UsageError("--sandbox-url needs --sandbox-ca (the CA file serve printed)")
+        if not args.sandbox_ca.is_file():
+            raise UsageError(f"--sandbox-ca {args.sandbox_ca}: no such file")
+        endpoint = SandboxEndpoint(_sandbox_url(args.sandbox_url), args.sandbox_ca)
+        with bootstrap.sandbox_target(endpoint) as target:
+            yield target
+    else:
+        with bootstrap.azure_target(settings) as target:
+            yield target
+
+
+def _sandbox_url(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # a port that is not a number, or out of range, raises here
+    except ValueError as error:
+        raise UsageError(f"--sandbox-url {text!r}: {error}") from None
+    if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/"):
+        raise UsageError(
+            f"--sandbox-url {text!r}: expected https://HOST:PORT, as sandbox serve printed it"
         )
-        client = stack.enter_context(
-            resource_graph_client(credential, base_url=base_url, connection_verify=ca)
-        )
-
-        @asynccontextmanager
-        async def patch_operations() -> AsyncIterator[Any]:
-            opened = AsyncStaticTokenCredential() if sandboxed else async_azure_credential(identity)
-            async with (
-                opened as async_credential,
-                ComputePatchOperations(
-                    credential=async_credential,
-                    base_url=base_url or ARM_ENDPOINT,
-                    connection_verify=ca or True,
-                ) as operations,
-            ):
-                yield operations
-
-        yield _Target(ResourceGraphInventory(client), scope, now, patch_operations)
+    return text.rstrip("/")
 
 
-def _sweep(args: argparse.Namespace, settings: Settings, rules: Rules, console: Console) -> int:
-    with _target(args, settings, rules, console) as target:
-        _run_sweep(args, target.inventory, target.scope, rules, now=target.now, console=console)
+def _sweep(args: argparse.Namespace, world: World) -> int:
+    out = _Out(args.output)
+    _check_outputs(args)
+    with _target(args, world, out.status) as target:
+        result, report = _run_sweep(args, world, target, out)
+    if args.format == "table":
+        _print_sweep(args, result, report, out.console)
+    out.close(f"{result.evaluation.summary.total:,} machines")
+    _partial_scope(args, result)
     return EXIT_OK
 
 
-def _assess(args: argparse.Namespace, settings: Settings, rules: Rules, console: Console) -> int:
-    from hotpatch.service import assessment_targets
-
-    with _target(args, settings, rules, console) as target:
-        swept = _run_sweep(
-            args, target.inventory, target.scope, rules, now=target.now, console=console
+def _assess(args: argparse.Namespace, world: World) -> int:
+    out = _Out(args.output)
+    _check_outputs(args)
+    with _target(args, world, out.status) as target:
+        result, report = _run_sweep(args, world, target, out)
+        machines = assessment_targets(result.evaluation.verdicts)
+        run = None
+        if args.yes and machines:
+            run = _start_assessments(args, world, target, machines, out.status)
+    if run is not None and run.interrupted:
+        # Nothing is written to --output for a run cut short; the journal keeps every outcome.
+        raise KeyboardInterrupt(
+            f"the outcomes so far, resume tokens included, are in {run.journal}"
         )
-        machines = assessment_targets(swept.evaluation.verdicts)
-        if not machines:
-            console.print("No machine needs an assessment.")
-            return EXIT_OK
-        if not args.yes:
-            console.print(
-                f"[bold]Dry run:[/] {len(machines)} machine(s) need an assessment "
-                "(never assessed, stale or failed). Nothing was started; run again with --yes."
-            )
-            for machine in machines[: args.limit]:
-                console.print(f"  would assess {machine.id}")
-            if len(machines) > args.limit:
-                console.print(f"  … and {len(machines) - args.limit} more")
-            return EXIT_OK
-
-        args.report_dir.mkdir(parents=True, exist_ok=True)
-        journal = args.report_dir / (
-            f"assess-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}.jsonl"
-        )
-        counts: Counter[str] = Counter()
-        resumable = 0
-
-        async def assess(on_outcome: Callable[[Any], None]) -> Any:
-            async with target.patch_operations() as operations:
-                return await operations.assess(machines, on_outcome=on_outcome)
-
-        # One line per outcome, written as it comes: an interrupted run keeps what it learnt,
-        # including the resume tokens of operations still running.
-        with journal.open("x", encoding="utf-8") as lines:
-
-            def record(outcome: Any) -> None:
-                nonlocal resumable
-                lines.write(outcome.model_dump_json() + "\n")
-                lines.flush()
-                counts[outcome.status.value] += 1
-                resumable += bool(outcome.resumable)
-
-            try:
-                _with_progress(
-                    console, f"assessing {len(machines)} machine(s)", len(machines), assess, record
-                )
-            except KeyboardInterrupt:
-                console.print(f"[yellow]Interrupted; outcomes so far are in {journal}[/]")
-                return EXIT_INTERRUPTED
-    console.print(
-        "Assessments: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    )
-    if resumable:
-        console.print(
-            f"[yellow]{resumable} operation(s) still running; their resume tokens are in "
-            f"{journal}[/]"
-        )
-    console.print(f"Outcomes: {journal}")
+    document = {
+        "evaluated_at": iso(result.evaluation.now),
+        "report": str(report),
+        "dry_run": not args.yes,
+        "due": [m.id for m in machines],
+        "assessments": run.as_dict() if run is not None else None,
+    }
+    if args.format == "json":
+        out.write(json.dumps(document, indent=1) + "\n")
+    elif args.format == "csv":
+        out.write(_assess_csv(machines, run))
+    else:
+        _print_sweep(args, result, report, out.console)
+        _print_assess(args, machines, run, out.console)
+    out.close(f"{len(machines):,} machines due")
+    _partial_scope(args, result)
     return EXIT_OK
 
 
-def _with_progress(
-    console: Console,
-    label: str,
-    total: int,
-    run: Callable[[Callable[[Any], None]], Any],
-    each: Callable[[Any], None],
-) -> Any:
-    import asyncio
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    progress = Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    with progress:
-        task = progress.add_task(label, total=total)
-
-        def heard(item: Any) -> None:
-            each(item)
-            progress.advance(task)
-
-        return asyncio.run(run(heard))
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before a sweep starts, so that no sweep is lost to a report that cannot be written."""
+    files.check_report_dir(args.report_dir)
+    if args.output is not None:
+        files.check_output_file(args.output)
 
 
 def _run_sweep(
-    args: argparse.Namespace,
-    inventory: Any,
-    scope: Any,
-    rules: Rules,
-    *,
-    now: datetime,
-    console: Console,
-) -> Any:
-    """Sweep, write the full report, print what the format asks for; returns the Sweep."""
+    args: argparse.Namespace, world: World, target: Target, out: _Out
+) -> tuple[Sweep, Path]:
+    """Sweep with progress on stderr, then write the full report to a new file."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hotpatch.ports import InventoryProgress
-    from hotpatch.service import sweep
-
+    now = args.now or target.as_of or world.clock()
     progress = Progress(
         TextColumn("inventory of {task.description}"),
         BarColumn(),
         TextColumn("{task.completed:,.0f} rows, page {task.fields[pages]}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=out.status,
         transient=True,
     )
     with progress:
-        task = progress.add_task(scope.describe(), total=None, pages=0)
+        task = progress.add_task(escape(target.scope.describe()), total=None, pages=0)
 
         def on_progress(update: InventoryProgress) -> None:
             progress.update(
                 task, completed=update.rows, total=update.total_records, pages=update.pages
             )
 
-        result = sweep(inventory, scope, rules, now=now, on_progress=on_progress)
+        result = sweep(
+            target.inventory, target.scope, world.rules, now=now, on_progress=on_progress
+        )
     evaluation = result.evaluation
-    document = report_json(evaluation.verdicts, evaluation.summary, now, sweep=result.summary())
-    args.report_dir.mkdir(parents=True, exist_ok=True)
-    report = args.report_dir / f"sweep-{now:%Y%m%dT%H%M%SZ}.json"
-    report.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    if args.format in {"json", "csv"}:
-        print_catalog_notice(Console(stderr=True), evaluation.summary)
-    if args.format == "json":
-        sys.stdout.write(json.dumps(document, indent=1) + "\n")
-        return result
-    if args.format == "csv":
-        sys.stdout.write(report_csv(evaluation.verdicts, evaluation.summary))
-        return result
+    document = report_json(
+        evaluation.verdicts,
+        evaluation.summary,
+        now,
+        sweep=result.summary(),
+        duplicate_rows=len(evaluation.duplicates),
+    )
+    report = files.write_new(
+        args.report_dir, f"sweep-{now:%Y%m%dT%H%M%SZ}", ".json", json.dumps(document, indent=1)
+    )
+    if args.format != "table":
+        print_catalog_notice(out.status, evaluation.summary)
+        for note in _input_notes(evaluation):
+            out.status.print(f"hotpatch: {escape(note)}", style="yellow")
+        out.status.print(f"hotpatch: full report: {escape(str(report))}", style="dim")
+    if args.command == "sweep":
+        if args.format == "json":
+            out.write(json.dumps(document, indent=1) + "\n")
+        elif args.format == "csv":
+            out.write(report_csv(evaluation.verdicts, evaluation.summary))
+    return result, report
+
+
+def _print_sweep(args: argparse.Namespace, result: Sweep, report: Path, console: Console) -> None:
+    evaluation = result.evaluation
     print_summary(
         console,
         evaluation.summary,
         evaluation.verdicts,
         args.limit,
-        f"Compliance of {result.scope} at {now:%Y-%m-%d %H:%M}Z",
+        f"Compliance of {result.scope} at {evaluation.now:%Y-%m-%d %H:%M}Z",
     )
+    for note in _input_notes(evaluation):
+        console.print(f"[yellow]{escape(note)}[/]")
     stats = result.inventory
     retries = ", ".join(f"{n} {kind}" for kind, n in sorted(stats.retries.items())) or "none"
     console.print(
@@ -544,50 +729,191 @@ def _run_sweep(
         f"quota waits: {stats.quota_waits} ({stats.quota_wait_seconds:.1f} s)"
     )
     if stats.skipped_scopes:
-        console.print(f"[yellow]Skipped (not readable): {', '.join(stats.skipped_scopes)}[/]")
-    console.print(f"Full report: {report}")
-    return result
+        console.print(
+            f"[yellow]Skipped (not readable): {escape(', '.join(stats.skipped_scopes))}[/]"
+        )
+    console.print(f"Full report: {escape(str(report))}")
 
 
-def _estate(args: argparse.Namespace, rules: Rules) -> tuple[datetime, Any]:
+def _partial_scope(args: argparse.Namespace, result: Sweep) -> None:
+    skipped = result.inventory.skipped_scopes
+    if skipped and not args.allow_partial:
+        raise PartialScopeError(
+            f"could not read {len(skipped)} scope(s): {', '.join(skipped)}; the report covers "
+            "the rest (--allow-partial accepts that)"
+        )
+
+
+def _start_assessments(
+    args: argparse.Namespace,
+    world: World,
+    target: Target,
+    machines: Sequence[MachineRef],
+    status: Console,
+) -> AssessRun:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    journal = files.new_path(args.report_dir, f"assess-{world.clock():%Y%m%dT%H%M%SZ}", ".jsonl")
+    label = f"assessing {len(machines)} machine(s)"
+    progress = Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), console=status, transient=True
+    )
+    with progress:
+        task = progress.add_task(label, total=len(machines))
+
+        def heard(_: OperationOutcome) -> None:
+            progress.advance(task)
+
+        return assess(target.patch_operations, machines, journal, on_outcome=heard)
+
+
+def _print_assess(
+    args: argparse.Namespace,
+    machines: Sequence[MachineRef],
+    run: AssessRun | None,
+    console: Console,
+) -> None:
+    if not machines:
+        console.print("No machine needs an assessment.")
+        return
+    if run is None:
+        console.print(
+            f"[bold]Dry run:[/] {len(machines)} machine(s) need an assessment "
+            "(never assessed, stale or failed). Nothing was started; run again with --yes."
+        )
+        for machine in machines[: args.limit]:
+            console.print(f"  would assess {clean(machine.id)}")
+        if len(machines) > args.limit:
+            console.print(f"  … and {len(machines) - args.limit} more")
+        return
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(run.counts.items()))
+    console.print(f"Assessments: {counts or 'none finished'}")
+    if run.resumable:
+        console.print(
+            f"[yellow]{run.resumable} operation(s) still running; their resume tokens are in "
+            f"{escape(str(run.journal))}[/]"
+        )
+    console.print(f"Outcomes: {escape(str(run.journal))}")
+
+
+def _assess_csv(machines: Sequence[MachineRef], run: AssessRun | None) -> str:
+    from hotpatch.report import csv_text
+
+    outcomes: dict[str, str] = {}
+    if run is not None:
+        for line in run.journal.read_text(encoding="utf-8").splitlines():
+            outcome = OperationOutcome.model_validate_json(line)
+            outcomes[outcome.machine.key] = outcome.status.value
+    rows = [
+        [m.id, "assess", outcomes.get(m.key, "not_started" if run is None else "unknown")]
+        for m in machines
+    ]
+    return csv_text(("id", "action", "outcome"), rows)
+
+
+# -- the sandbox ----------------------------------------------------------------------------------
+
+
+def _estate(args: argparse.Namespace, rules: Rules) -> tuple[datetime, Estate]:
     """The estate the --machines/--seed/--as-of/--import options describe, and its as-of."""
     from hotpatch.sandbox.session import default_as_of, sandbox_estate
 
-    as_of = args.as_of or default_as_of(rules.releases)
-    estate = sandbox_estate(
-        rules.releases,
-        machines=args.machines,
-        seed=args.seed,
-        as_of=as_of,
-        subscriptions=args.subscriptions,
-        export=args.import_file,
-    )
+    as_of: datetime = args.as_of or default_as_of(rules.releases)
+    try:
+        estate = sandbox_estate(
+            rules.releases,
+            machines=args.machines,
+            seed=args.seed,
+            as_of=as_of,
+            subscriptions=args.subscriptions,
+            export=args.import_file,
+        )
+    except ValueError as error:
+        # The generator refuses what it cannot honestly build (an as-of before the catalog).
+        raise UsageError(f"cannot build the estate: {_one_line(error)}") from error
     return as_of, estate
 
 
-def _sandbox(args: argparse.Namespace, rules: Rules, console: Console) -> int:
-    from hotpatch.export import write_rows
-
-    as_of, estate = _estate(args, rules)
+def _sandbox(args: argparse.Namespace, world: World) -> int:
+    status = _stderr_console()
     if args.sandbox_command == "export":
+        from hotpatch.export import write_rows
+
+        files.check_output_file(args.output)
+        as_of, estate = _estate(args, world.rules)
         write_rows(args.output, estate.rows())
-        console.print(
+        status.print(
             f"wrote {len(estate.machine_ids()):,} machines ({len(estate.rows()):,} rows, "
-            f"as of {as_of:%Y-%m-%dT%H:%MZ}) to {args.output}"
+            f"as of {as_of:%Y-%m-%dT%H:%MZ}) to {escape(str(args.output))}"
         )
         return EXIT_OK
-    from hotpatch.sandbox.server import SandboxConfig, serve_forever
+    return _serve(args, world, status)
 
-    config = SandboxConfig(port=args.port, state_dir=args.state_dir)
+
+def _serve(args: argparse.Namespace, world: World, status: Console) -> int:
+    from hotpatch.sandbox.server import SandboxConfig
+    from hotpatch.sandbox.session import running_sandbox
+
+    state_dir: Path | None = args.state_dir
+    if state_dir is not None:
+        if state_dir.exists() and not state_dir.is_dir():
+            raise UsageError(f"--state-dir {state_dir}: not a directory")
+        files.check_report_dir(state_dir, "--state-dir")
+    as_of, estate = _estate(args, world.rules)
+    config = SandboxConfig(port=args.port, state_dir=state_dir)
     if args.no_quota:
         config = replace(config, graph_quota=None)
-    console.print(
-        f"serving {len(estate.machine_ids()):,} machines as of {as_of:%Y-%m-%dT%H:%MZ}; "
-        "sweep it with: hotpatch sweep --sandbox-url URL --sandbox-ca CA --now "
-        f"{as_of:%Y-%m-%dT%H:%MZ}"
-    )
-    serve_forever(config, estate)
+    stop = threading.Event()
+    previous = _on_sigterm(lambda *_: stop.set())
+    try:
+        with ExitStack() as stack:
+            try:
+                sandbox = stack.enter_context(running_sandbox(estate, config))
+            except (RuntimeError, OSError) as error:
+                # A busy or forbidden port, an unwritable state directory: not an outage.
+                raise UsageError(f"the sandbox could not start: {_one_line(error)}") from error
+            stdout = sys.stdout
+            _say(stdout, f"hotpatch sandbox listening on {sandbox.base_url}")
+            _say(stdout, f"CA certificate: {sandbox.ca_path}")
+            _say(
+                stdout,
+                f"serving {len(estate.machine_ids()):,} machines as of {as_of:%Y-%m-%dT%H:%MZ}; "
+                "sweep it with:",
+            )
+            _say(
+                stdout,
+                f"  hotpatch sweep --sandbox-url {sandbox.base_url} --sandbox-ca "
+                f"{_quoted(str(sandbox.ca_path))} --now {as_of:%Y-%m-%dT%H:%MZ}",
+            )
+            while not stop.wait(1.0):
+                pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return EXIT_OK
+
+
+def _on_sigterm(
+    handler: Callable[[int, FrameType | None], None],
+) -> Callable[[int, FrameType | None], object] | int | None:
+    # SIGTERM (a service manager, `docker stop`) stops the sandbox as cleanly as Ctrl-C.
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _say(stream: TextIO, line: str) -> None:
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def _quoted(path: str) -> str:
+    import shlex
+
+    return shlex.quote(path)
+
+
+# -- catalog update -------------------------------------------------------------------------------
 
 
 def _catalog_update(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -611,7 +937,7 @@ def _catalog_update(args: argparse.Namespace, settings: Settings, console: Conso
     return EXIT_OK
 
 
-def _print_json(value: Any) -> None:
+def _print_json(value: object) -> None:
     sys.stdout.write(json.dumps(value, indent=1) + "\n")
 
 

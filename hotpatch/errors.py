@@ -30,21 +30,34 @@ class CatalogConflictError(HotpatchError):
     existing row is never changed silently, so nothing is written."""
 
 
-class AzureError(HotpatchError):
-    """Azure answered, or failed to answer, in a way the operation cannot recover from."""
+class OutputError(HotpatchError):
+    """A report or output file cannot be written (a directory, no such folder, disk full)."""
 
 
-class AzureAccessError(AzureError):
+class AzureServiceError(HotpatchError):
+    """Azure answered, or failed to answer, in a way the operation cannot recover from.
+
+    Not named `AzureError`, which is azure-core's base exception: adapters catch that one and
+    raise this one `from` it, and a reader must never wonder which of the two a clause means.
+    """
+
+
+class AzureAccessError(AzureServiceError):
     """401/403: the identity is not signed in, or may not read (or act on) the scope."""
 
 
-class ThrottledError(AzureError):
+class ThrottledError(AzureServiceError):
     """Still throttled (429) after every retry the policy allows."""
 
 
-class QueryRejectedError(AzureError):
+class QueryRejectedError(AzureServiceError):
     """Resource Graph refused the query (400); the message is Resource Graph's own."""
 
 
-class AzureUnavailableError(AzureError):
+class AzureUnavailableError(AzureServiceError):
     """Server errors or dropped connections outlasted the retries."""
+
+
+class PartialScopeError(AzureServiceError):
+    """A configured subscription or management group could not be read: the sweep reported
+    the rest, and fails unless the operator accepts a partial answer (`--allow-partial`)."""

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hotpatch.bulk import collector_paused
 from hotpatch.errors import InputError
+from hotpatch.files import write_with
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    """The rows of an export file, and whether it says Resource Graph had more to give."""
+
+    rows: list[Any]
+    #: The file carries a `$skipToken`: it is one page (or a few) of a longer answer.
+    incomplete: bool = False
 
 
 def read_rows(path: Path) -> list[Any]:
     """The rows of an export file; InputError with a one-line reason when it cannot be read."""
+    return read_export(path).rows
+
+
+def read_export(path: Path) -> Export:
+    """The export file at `path`; InputError with a one-line reason when it cannot be read."""
     try:
         text = path.read_bytes()
     except OSError as error:
@@ -26,12 +42,15 @@ def read_rows(path: Path) -> list[Any]:
         ) from error
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not valid JSON: not UTF-8 text ({error.reason})") from error
+    except RecursionError as error:
+        # No export nests deeper than a few levels; a bomb of brackets must not crash the run.
+        raise InputError(f"{path}: JSON nested too deep to be an export") from error
     if isinstance(document, list):
-        return document
+        return Export(document)
     if isinstance(document, dict) and "data" in document:
         rows = document["data"]
         if isinstance(rows, list):
-            return rows
+            return Export(rows, incomplete=bool(document.get("$skipToken")))
         if isinstance(rows, dict) and "columns" in rows and "rows" in rows:
             raise InputError(
                 f"{path}: rows are in table format; export with resultFormat objectArray "
@@ -60,8 +79,10 @@ def json_kind(value: object) -> str:
 
 
 def write_rows(path: Path, rows: Sequence[Any]) -> None:
-    """Write rows in the REST response shape, so `read_rows` and `az graph query` users agree."""
+    """Write rows in the REST response shape, so `read_rows` and `az graph query` users agree.
+
+    The file appears whole or not at all (see `hotpatch.files`); its folder is created.
+    """
     document = {"totalRecords": len(rows), "count": len(rows), "data": list(rows)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        json.dump(document, handle, separators=(",", ":"))
+    write_with(path, lambda out: json.dump(document, out, separators=(",", ":")))

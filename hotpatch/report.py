@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hotpatch.core.calendar import ReleaseSlot
@@ -109,25 +111,67 @@ def report_csv(verdicts: Iterable[Verdict], summary: Summary | None = None) -> s
     """
     staleness = summary.catalog_staleness if summary is not None else None
     notice = staleness.message if staleness is not None else None
+
+    def rows() -> Iterator[list[object]]:
+        for verdict in verdicts:
+            row = verdict_json(verdict)
+            reasons = row.pop("reasons")
+            row["reason_codes"] = ";".join(r["code"] for r in reasons)
+            row["reasons"] = " | ".join(r["message"] for r in reasons)
+            row["signal_codes"] = ";".join(r["code"] for r in row.pop("signals"))
+            row["catalog_notice"] = notice
+            yield ["" if row[c] is None else row[c] for c in CSV_COLUMNS]
+
+    return csv_text(CSV_COLUMNS, rows())
+
+
+#: A cell a spreadsheet would run as a formula starts with one of these; OWASP's advice is to
+#: prefix it with a single quote, which shows as text and is not executed.
+#: https://owasp.org/www-community/attacks/CSV_Injection
+FORMULA_STARTS = frozenset("=+-@\t\r")
+
+
+def csv_cell(value: object) -> object:
+    """`value` for a CSV cell: a text that a spreadsheet would run as a formula is neutralised.
+
+    Numbers are left alone (-1 is a number, not a formula); names, tags and messages come from
+    the estate and are never trusted.
+    """
+    if type(value) is str and value[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A CSV document: every text cell neutralised (`csv_cell`); a field holding a separator,
+    a quote or a line break is quoted (the csv module's minimal quoting), so a name with a
+    newline stays one field of one row."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for verdict in verdicts:
-        row = verdict_json(verdict)
-        reasons = row.pop("reasons")
-        row["reason_codes"] = ";".join(r["code"] for r in reasons)
-        row["reasons"] = " | ".join(r["message"] for r in reasons)
-        row["signal_codes"] = ";".join(r["code"] for r in row.pop("signals"))
-        row["catalog_notice"] = notice
-        writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+    writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([csv_cell(value) for value in row])
     return buffer.getvalue()
+
+
+#: Characters a terminal acts on instead of showing: C0 and C1 controls, DEL, the line and
+#: paragraph separators, and the bidirectional overrides that can make text read backwards.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: str) -> str:
+    """Text from the estate (names, tags, ids, messages) made safe to print in a rich table:
+    markup escaped (a name like `[red]x` is shown, not styled) and controls made visible."""
+    if _CONTROL.search(text):
+        text = _CONTROL.sub(lambda found: ascii(found.group())[1:-1], text)
+    return escape(text)
 
 
 def print_summary(
     console: Console, summary: Summary, verdicts: Sequence[Verdict], limit: int, title: str
 ) -> None:
     """The compliance summary, roll-ups and the machines that need action (at most `limit`)."""
-    console.print(f"[bold]{title}[/]")
+    console.print(f"[bold]{clean(title)}[/]")
     print_catalog_notice(console, summary)
     states = Table()
     states.add_column("state")
@@ -152,11 +196,11 @@ def print_summary(
             machines.add_column(column, overflow="fold")
         for verdict in needing[:limit]:
             machines.add_row(
-                verdict.name,
+                clean(verdict.name),
                 f"[{STATE_STYLE[verdict.state]}]{verdict.state.value}[/]",
                 verdict.action.value,
-                verdict.build or "-",
-                verdict.reasons[0].message if verdict.reasons else "",
+                clean(verdict.build or "-"),
+                clean(verdict.reasons[0].message) if verdict.reasons else "",
             )
         console.print(machines)
         if len(needing) > limit:
@@ -168,7 +212,8 @@ def print_summary(
 def print_catalog_notice(console: Console, summary: Summary) -> None:
     """A stale release catalog, said before anything that depends on it."""
     if summary.catalog_staleness is not None:
-        console.print(f"[bold yellow]Stale release catalog:[/] {summary.catalog_staleness.message}")
+        message = clean(summary.catalog_staleness.message)
+        console.print(f"[bold yellow]Stale release catalog:[/] {message}")
 
 
 def _group_table(label: str, groups: dict[str, dict[str, int]]) -> Table:
@@ -180,7 +225,7 @@ def _group_table(label: str, groups: dict[str, dict[str, int]]) -> Table:
     table.add_column("total", justify="right")
     for key, counts in groups.items():
         table.add_row(
-            key, *(str(counts.get(s.value, 0)) for s in present), str(sum(counts.values()))
+            clean(key), *(str(counts.get(s.value, 0)) for s in present), str(sum(counts.values()))
         )
     return table
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from hotpatch.bulk import collector_paused
@@ -18,7 +22,12 @@ from hotpatch.core.policy import Policy
 from hotpatch.core.releases import ReleaseCatalog
 from hotpatch.data import load_image_catalog, load_release_catalog
 from hotpatch.ports.inventory import Inventory, InventoryStats, ProgressCallback, Scope
-from hotpatch.ports.patch_operations import MachineRef
+from hotpatch.ports.patch_operations import (
+    MachineRef,
+    OperationOutcome,
+    OutcomeCallback,
+    PatchOperations,
+)
 from hotpatch.settings import Settings
 
 
@@ -119,5 +128,71 @@ def sweep(
 
 
 def assessment_targets(verdicts: Iterable[Verdict]) -> list[MachineRef]:
-    """The machines whose next action is an assessment: the plan, as data, before anything runs."""
-    return [MachineRef.parse(v.id) for v in verdicts if v.action is Action.ASSESS]
+    """The machines whose next action is an assessment: the plan, as data, before anything runs.
+
+    Each machine once: ARM ids compare without regard to case, and a batch touches a machine
+    once (an export may name the same machine twice).
+    """
+    targets: dict[str, MachineRef] = {}
+    for verdict in verdicts:
+        if verdict.action is Action.ASSESS:
+            machine = MachineRef.parse(verdict.id)
+            targets.setdefault(machine.key, machine)
+    return list(targets.values())
+
+
+@dataclass(frozen=True, slots=True)
+class AssessRun:
+    """What `assess` did: outcomes by status, the journal holding each one, and whether the
+    run was interrupted (the journal then holds what it learnt, resume tokens included)."""
+
+    journal: Path
+    counts: dict[str, int]
+    resumable: int
+    interrupted: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "journal": str(self.journal),
+            "outcomes": dict(sorted(self.counts.items())),
+            "resumable": self.resumable,
+            "interrupted": self.interrupted,
+        }
+
+
+def assess(
+    patch_operations: Callable[[], AbstractAsyncContextManager[PatchOperations]],
+    machines: Sequence[MachineRef],
+    journal: Path,
+    *,
+    on_outcome: OutcomeCallback | None = None,
+) -> AssessRun:
+    """Start an assessment on every machine; one outcome per machine in the `journal` (JSON
+    lines, written ahead as each is known, in a new file that no other run shares).
+
+    Ctrl-C cancels the batch: each machine's task reports how far it got (with the resume
+    token of an operation already started) before the run returns `interrupted`.
+    """
+    counts: Counter[str] = Counter()
+    resumable = 0
+    with journal.open("x", encoding="utf-8") as lines:
+
+        def record(outcome: OperationOutcome) -> None:
+            nonlocal resumable
+            lines.write(outcome.model_dump_json() + "\n")
+            lines.flush()
+            counts[outcome.status.value] += 1
+            resumable += outcome.resumable
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+        async def run() -> None:
+            async with patch_operations() as operations:
+                await operations.assess(machines, on_outcome=record)
+
+        interrupted = False
+        try:
+            asyncio.run(run())
+        except KeyboardInterrupt:
+            interrupted = True
+    return AssessRun(journal, dict(counts), resumable, interrupted)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +24,14 @@ from hotpatch.core.policy import Policy
 from hotpatch.errors import ConfigurationError
 
 PREFIX = "HOTPATCH_"
+MAX_ASSESSMENT_AGE_HOURS = 24 * 366
+#: A subscription id is a GUID (ARM rejects anything else in /subscriptions/{id}).
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+#: Management group ids: up to 90 letters, digits, hyphens, underscores, periods and
+#: parentheses, not ending in a period.
+#: (Microsoft.Management in
+#: https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules)
+_MANAGEMENT_GROUP = re.compile(r"^[A-Za-z0-9_().-]{0,89}[A-Za-z0-9_()-]$")
 
 
 class Settings(BaseModel):
@@ -40,7 +49,12 @@ class Settings(BaseModel):
         default=False, description="count preview hotpatch offers as eligible"
     )
     assessment_max_age_hours: int = Field(
-        default=72, gt=0, description="an older assessment is stale"
+        # A year at most: beyond that every assessment is stale anyway, and the hours must
+        # still fit a timedelta (an enormous value used to crash instead of naming itself).
+        default=72,
+        gt=0,
+        le=MAX_ASSESSMENT_AGE_HOURS,
+        description="an older assessment is stale",
     )
     hotpatch_grace_days: int = Field(
         default=7, ge=0, le=27, description="days after a hotpatch release before non-compliant"
@@ -71,6 +85,28 @@ class Settings(BaseModel):
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _guids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not _GUID.match(item):
+                raise ValueError(
+                    f"{item!r} is not a subscription id (a GUID such as "
+                    "00000000-0000-0000-0000-000000000000)"
+                )
+        return value
+
+    @field_validator("management_groups")
+    @classmethod
+    def _group_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not _MANAGEMENT_GROUP.match(item):
+                raise ValueError(
+                    f"{item!r} is not a management group id (up to 90 letters, digits, "
+                    "'-', '_', '.', '(' or ')', not ending in '.')"
+                )
         return value
 
     @model_validator(mode="after")
@@ -108,7 +144,8 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as error:
             problems = [
-                f"{PREFIX}{str(item['loc'][0]).upper()}: {item['msg']}"
+                f"{PREFIX}{str(item['loc'][0]).upper()}: "
+                + item["msg"].removeprefix("Value error, ")
                 if item["loc"]
                 else item["msg"].removeprefix("Value error, ")
                 for item in error.errors()

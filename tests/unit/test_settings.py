@@ -80,14 +80,19 @@ def test_the_example_values_are_valid_settings() -> None:
     assert Settings.from_env(example) == Settings.from_env({})
 
 
+SUB_A = "11111111-1111-1111-1111-111111111111"
+SUB_B = "22222222-2222-2222-2222-222222222222"
+SUB_C = "33333333-3333-3333-3333-333333333333"
+
+
 def test_scopes_are_comma_separated_lists() -> None:
-    settings = Settings.from_env({"HOTPATCH_SUBSCRIPTIONS": "a, b,,c"})
-    assert settings.subscriptions == ("a", "b", "c")
+    settings = Settings.from_env({"HOTPATCH_SUBSCRIPTIONS": f"{SUB_A}, {SUB_B},,{SUB_C}"})
+    assert settings.subscriptions == (SUB_A, SUB_B, SUB_C)
 
 
 def test_subscriptions_and_management_groups_together_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="not both"):
-        Settings.from_env({"HOTPATCH_SUBSCRIPTIONS": "a", "HOTPATCH_MANAGEMENT_GROUPS": "m"})
+        Settings.from_env({"HOTPATCH_SUBSCRIPTIONS": SUB_A, "HOTPATCH_MANAGEMENT_GROUPS": "m"})
 
 
 def test_an_unknown_setting_is_refused_with_the_likely_one() -> None:

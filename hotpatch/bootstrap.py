@@ -1,0 +1,176 @@
+"""The composition root: settings (and, for the sandbox, a running sandbox) -> typed ports.
+
+Every entrypoint (the CLI, the tests, the coming Functions app) builds its world here and
+nowhere else: the rules (catalogs and policy), the clock, and a `Target` holding the inventory
+and the patch operations of one endpoint (Azure, a running sandbox, or a sandbox started for
+the command). The Azure SDK is imported only inside the functions that build a real adapter,
+so that importing this module (or the CLI) loads none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hotpatch.errors import ConfigurationError
+from hotpatch.ports import Clock, Inventory, PatchOperations, Scope
+from hotpatch.service import Rules
+from hotpatch.settings import Settings
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    from hotpatch.sandbox.estate import Estate
+
+#: Opens the patch operations of a target for one batch (an async client session) and closes
+#: them after; they belong to the event loop that opened them.
+PatchOperationsOpener = Callable[[], AbstractAsyncContextManager[PatchOperations]]
+
+
+def system_clock() -> datetime:
+    """The wall clock, in UTC: the shell reads it, here, and hands it to whoever needs time."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    """What every entrypoint starts from: the settings, the rules they load, and the clock."""
+
+    settings: Settings
+    rules: Rules
+    clock: Clock
+
+
+def build(settings: Settings, clock: Clock = system_clock) -> World:
+    """Load the catalogs and policy the settings name (ConfigurationError names a bad one)."""
+    return World(settings, Rules.from_settings(settings), clock)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxEndpoint:
+    """A sandbox's HTTPS address and the CA certificate its clients must trust."""
+
+    base_url: str
+    ca_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the use cases talk: Azure, a running sandbox, or one started for the command."""
+
+    inventory: Inventory
+    scope: Scope
+    patch_operations: PatchOperationsOpener
+    #: The sandbox behind the ports, when it is one.
+    sandbox: SandboxEndpoint | None = None
+    #: The instant a generated estate is observed at: the default `now` of a sweep over it.
+    as_of: datetime | None = None
+
+
+def scope_of(settings: Settings) -> Scope:
+    return Scope(settings.subscriptions, settings.management_groups)
+
+
+@contextmanager
+def azure_target(settings: Settings) -> Iterator[Target]:
+    """Resource Graph and Compute in Azure, as the identity the settings name."""
+    from hotpatch.azure.compute import ARM_ENDPOINT
+    from hotpatch.azure.credentials import async_azure_credential, azure_credential
+
+    identity = settings.managed_identity_client_id
+    with (
+        azure_credential(identity) as credential,
+        _target(
+            credential,
+            lambda: async_azure_credential(identity),
+            base_url=ARM_ENDPOINT,
+            ca_file=None,
+            scope=scope_of(settings),
+        ) as target,
+    ):
+        yield target
+
+
+@contextmanager
+def sandbox_target(endpoint: SandboxEndpoint, *, as_of: datetime | None = None) -> Iterator[Target]:
+    """A running sandbox (`hotpatch sandbox serve`), through the same real adapters over TLS.
+
+    The sandbox takes any token, and serves every subscription of its estate: the scope is the
+    tenant. ConfigurationError when the CA file cannot be read: a wrong path is not an outage.
+    """
+    from hotpatch.azure.credentials import AsyncStaticTokenCredential, StaticTokenCredential
+
+    _check_ca_file(endpoint.ca_file)
+    with _target(
+        StaticTokenCredential(),
+        AsyncStaticTokenCredential,
+        base_url=endpoint.base_url,
+        ca_file=endpoint.ca_file,
+        scope=Scope(),
+        sandbox=endpoint,
+        as_of=as_of,
+    ) as target:
+        yield target
+
+
+@contextmanager
+def in_process_sandbox(estate: Estate, as_of: datetime) -> Iterator[Target]:
+    """Start a sandbox serving `estate` for the length of the block, and target it."""
+    from hotpatch.sandbox.session import running_sandbox
+
+    with running_sandbox(estate) as sandbox:
+        endpoint = SandboxEndpoint(sandbox.base_url, sandbox.ca_path)
+        with sandbox_target(endpoint, as_of=as_of) as target:
+            yield target
+
+
+@contextmanager
+def _target(
+    credential: TokenCredential,
+    async_credential: Callable[[], AsyncTokenCredential],
+    *,
+    base_url: str,
+    ca_file: Path | None,
+    scope: Scope,
+    sandbox: SandboxEndpoint | None = None,
+    as_of: datetime | None = None,
+) -> Iterator[Target]:
+    from hotpatch.azure.compute import ComputePatchOperations
+    from hotpatch.azure.resource_graph import ResourceGraphInventory, resource_graph_client
+
+    verify = str(ca_file) if ca_file is not None else None
+    # The sandbox's base URL stands for ARM's; in Azure the client's own default is used.
+    graph_url = base_url if sandbox is not None else None
+    client = resource_graph_client(credential, base_url=graph_url, connection_verify=verify)
+
+    @asynccontextmanager
+    async def patch_operations() -> AsyncIterator[PatchOperations]:
+        opened = async_credential()
+        try:
+            async with ComputePatchOperations(
+                credential=opened, base_url=base_url, connection_verify=verify or True
+            ) as operations:
+                yield operations
+        finally:
+            await opened.close()
+
+    with client:
+        yield Target(ResourceGraphInventory(client), scope, patch_operations, sandbox, as_of)
+
+
+def _check_ca_file(path: Path) -> None:
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise ConfigurationError(
+            f"sandbox CA file {path}: cannot read: {error.strerror or error}"
+        ) from error
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigurationError(
+            f"sandbox CA file {path}: not a PEM certificate (the CA that `sandbox serve` printed)"
+        )
