@@ -240,9 +240,19 @@ def calendar_json(slots: Iterable[ReleaseSlot]) -> list[dict[str, Any]]:
             "kb": slot.kb,
             "build": slot.build,
             "restart": slot.restart,
+            "status": slot.status,
         }
         for slot in slots
     ]
+
+
+#: What a calendar shows in place of a KB Microsoft has not given the catalog.
+SLOT_STATUS_TEXT = {
+    "published": "",
+    "not_in_catalog": "not published yet",
+    "beyond_catalog": "beyond the catalog (update it)",
+    "outside_program": "outside the hotpatch program",
+}
 
 
 def print_calendar(console: Console, os_name: str, slots: Sequence[ReleaseSlot]) -> None:
@@ -253,10 +263,14 @@ def print_calendar(console: Console, os_name: str, slots: Sequence[ReleaseSlot])
         style = "bold" if slot.restart else ""
         table.add_row(
             row["month"],
-            f"[{style}]{row['kind']}[/]" if style else row["kind"],
+            "-"
+            if slot.status == "outside_program"
+            else f"[{style}]{row['kind']}[/]"
+            if style
+            else row["kind"],
             row["patch_tuesday"],
             row["release_utc"],
-            row["kb"] or "not published yet",
+            row["kb"] or SLOT_STATUS_TEXT[slot.status],
             row["build"] or "-",
             "yes" if slot.restart else "no",
         )

@@ -517,8 +517,10 @@ class _Judgement:
 
     def add(self, reason: Reason, action: Action) -> None:
         """Record a reason; its code's state decides whether it becomes the verdict's state."""
-        state = ReasonCode(reason.code).state
+        rule = ReasonCode(reason.code).rule
+        state = rule.state
         assert state is not None, f"{reason.code} is a signal, not a reason"
+        assert action in rule.actions, f"{reason.code} does not lead to {action}"
         self.reasons.append(reason)
         if _RANK[state] < _RANK[self.state]:
             self.state, self.action = state, action

@@ -334,7 +334,8 @@ def _parse(rows: Iterable[Any]) -> ParsedInventory:
         found.append(bad)
     # Patch rows whose machine is not in the export: reported, not silently dropped.
     for key, error in broken.items():
-        found.append(MalformedMachine(key, key.rsplit("/", 1)[-1], error))
+        if key not in seen:  # a machine already malformed keeps its one verdict
+            found.append(MalformedMachine(key, key.rsplit("/", 1)[-1], error))
     profiles.extend(None for _ in range(len(found) - len(profiles)))
     return ParsedInventory(
         found,

@@ -64,6 +64,7 @@ def test_calendar_json_lists_each_month_with_its_kind_and_release(
             "kb": "KB5040437",
             "build": "20348.2582",
             "restart": True,
+            "status": "published",
         },
         {
             "month": "2024-08",
@@ -73,6 +74,7 @@ def test_calendar_json_lists_each_month_with_its_kind_and_release(
             "kb": "KB5041160",
             "build": "20348.2655",
             "restart": True,
+            "status": "published",
         },
         {
             "month": "2024-09",
@@ -82,6 +84,7 @@ def test_calendar_json_lists_each_month_with_its_kind_and_release(
             "kb": "KB5042880",
             "build": "20348.2695",
             "restart": False,
+            "status": "published",
         },
     ]
 
