@@ -41,8 +41,14 @@ from hotpatch.ports.inventory import InventoryPager, InventoryStats, Scope
 #: Resource Graph answers at most 1000 rows a page and takes at most 1000 subscriptions a query.
 PAGE_SIZE = 1000
 MAX_SUBSCRIPTIONS_PER_QUERY = 1000
-#: Where the sandbox names the scopes it skipped under allowPartialScopes (Azure documents none).
-SKIPPED_SCOPES_HEADER = "x-ms-sandbox-skipped-scopes"
+#: Which of the requested subscriptions the caller can read. Under allowPartialScopes Resource
+#: Graph answers for the readable scopes and names none of the others; the subscriptions it
+#: lists in `resourcecontainers` are the readable ones, and the rest could not be read.
+#: https://learn.microsoft.com/azure/governance/resource-graph/reference/supported-tables-resources#resourcecontainers
+VISIBLE_SUBSCRIPTIONS_QUERY = (
+    "resourcecontainers | where type =~ 'microsoft.resources/subscriptions' "
+    "| project subscriptionId"
+)
 QUERY_PATH = "/providers/Microsoft.ResourceGraph/resources"
 #: The newest stable version (the SDK itself sends 2021-03-01; both answer the same shape).
 API_VERSION = "2024-04-01"
@@ -135,14 +141,9 @@ class ResourceGraphInventory:
                 ),
                 **batch,  # type: ignore[arg-type]
             )
-            body, headers = self._query(request, stats)
+            body, _ = self._query(request, stats)
             stats.pages += 1
             total = body.get("totalRecords")
-            skipped = headers.get(SKIPPED_SCOPES_HEADER)
-            if skipped:
-                for name in skipped.split(","):
-                    if name.strip() and name.strip() not in stats.skipped_scopes:
-                        stats.skipped_scopes.append(name.strip())
             data = body.get("data")
             yield (
                 (data if isinstance(data, list) else []),
@@ -174,6 +175,9 @@ class ResourceGraphInventory:
                 ) from error
             except HttpResponseError as error:
                 status = error.status_code or 0
+            for name in self._unreadable(batch, stats):
+                if name not in stats.skipped_scopes:
+                    stats.skipped_scopes.append(name)
                 headers = _headers_of(error)
                 self._pace(headers)
                 if status == 429:
@@ -216,6 +220,31 @@ class ResourceGraphInventory:
             return body, headers
 
     def _send(self, request: QueryRequest) -> tuple[dict[str, Any], dict[str, str]]:
+    def _unreadable(self, batch: dict[str, list[str]], stats: InventoryStats) -> list[str]:
+        """The batch's subscriptions Resource Graph cannot read, as scope ids.
+
+        Only asked under allowPartialScopes (without it an unreadable one fails the query), and
+        only for subscriptions: a batch of management groups is read as a whole.
+        """
+        requested = batch.get("subscriptions")
+        if not requested or not self.allow_partial_scopes:
+            return []
+        request = QueryRequest(
+            query=VISIBLE_SUBSCRIPTIONS_QUERY,
+            subscriptions=requested,
+            options=QueryRequestOptions(
+                top=PAGE_SIZE, result_format="objectArray", allow_partial_scopes=True
+            ),
+        )
+        body, _ = self._query(request, stats)
+        data = body.get("data")
+        visible = {
+            str(row.get("subscriptionId", "")).lower()
+            for row in (data if isinstance(data, list) else [])
+            if isinstance(row, dict)
+        }
+        return [f"/subscriptions/{s}" for s in requested if s.lower() not in visible]
+
         """One POST through the client's own pipeline (credential, ARM policies, transport).
 
         Not `client.resources()`: its model deserializer walks every value of `data` (declared

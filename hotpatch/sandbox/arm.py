@@ -23,7 +23,7 @@ SUPPORT_PREFIX = "Please provide below info when asking for support"
 _API_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2})(-preview)?$")
 
 
-class Clock(Protocol):
+class SandboxClock(Protocol):
     """The sandbox's time: a monotonic clock for windows and delays, a UTC wall clock for data."""
 
     def monotonic(self) -> float: ...

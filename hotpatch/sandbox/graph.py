@@ -260,6 +260,7 @@ class GraphStore:
         for table in TABLES:
             self._con.execute(f"CREATE TABLE {self._store}.{table} ({columns})")
         self._con.execute(f"CREATE TABLE {self._store}.{CONTAINERS_TABLE} ({columns})")
+        self._reserved = _reserved_names(self._con) | {self._store}
         # Setup is over: from here on no statement may change a setting.
         self._con.execute("SET GLOBAL lock_configuration = true")
 
@@ -471,7 +472,7 @@ class GraphStore:
     ) -> QueryResult:
         cursor = self._cursor()
         try:
-            sql = vet(sql, QUERY_TABLES, self._parse).sql
+            sql = vet(sql, QUERY_TABLES, self._parse, self._reserved).sql
         except QueryRefusedError as error:
             raise QueryError("semantic", str(error)) from error
         ticket = ticket or QueryTicket()
@@ -519,6 +520,44 @@ class GraphStore:
     def _parse(self, sql: str) -> str:
         found = self._cursor().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
         return str(found[0]) if found else "{}"
+
+    def machine_rows(
+        self,
+        arm_type: str,
+        subscription: str,
+        *,
+        group: str | None,
+        name: str | None,
+        offset: int,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """`resources` rows of one type in a subscription (and group, and name), by id."""
+        where = ["lower(type) = ?", "lower(subscriptionId) = ?"]
+        values: list[Any] = [arm_type.lower(), subscription.lower()]
+        if group is not None:
+            where.append("lower(resourceGroup) = ?")
+            values.append(group.lower())
+        if name is not None:
+            where.append("lower(name) = ?")
+            values.append(name.lower())
+        names = ", ".join(_sql_name(n) for n in COLUMN_NAMES)
+        found = (
+            self._cursor()
+            .execute(
+                f"SELECT {names} FROM {self._store}.resources WHERE {' AND '.join(where)} "
+                "ORDER BY lower(id) LIMIT ? OFFSET ?",
+                [*values, limit, offset],
+            )
+            .fetchall()
+        )
+        kinds = dict(COLUMNS)
+        return [
+            {
+                column: _from_cell(value, kinds[column])
+                for column, value in zip(COLUMN_NAMES, row, strict=True)
+            }
+            for row in found
+        ]
 
     # -- machines, for the patch operations --------------------------------------------------
 
@@ -668,6 +707,19 @@ def _locked_down_connection(limits: QueryLimits, scratch: str) -> duckdb.DuckDBP
     return con
 
 
+def _reserved_names(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """Names DuckDB resolves beyond the estate: its catalog views, schemas and databases, and
+    its table functions (`unnest` aside, which reads only its argument)."""
+    rows = con.execute(
+        "SELECT lower(view_name) FROM duckdb_views() WHERE internal "
+        "UNION SELECT lower(schema_name) FROM duckdb_schemas() "
+        "UNION SELECT lower(database_name) FROM duckdb_databases() "
+        "UNION SELECT lower(function_name) FROM duckdb_functions() "
+        "WHERE function_type IN ('table', 'table_macro') AND function_name <> 'unnest'"
+    ).fetchall()
+    return frozenset(str(row[0]) for row in rows) | {"temp", "system", "main", "memory"}
+
+
 def _stopped(ticket: QueryTicket, limits: QueryLimits) -> Exception:
     reason = ticket.reason
     if reason is StopReason.TIME:
@@ -695,3 +747,7 @@ def _finite_json(text: str) -> str:
         return text
     value = json.loads(text, parse_constant=lambda _: None)
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _from_cell(value: Any, kind: str) -> Any:
+    return json.loads(value) if kind == "JSON" and isinstance(value, str) else value

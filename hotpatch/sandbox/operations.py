@@ -2,7 +2,7 @@
 
 An operation is running from its start until `latency` has passed on the sandbox's monotonic
 clock; the first request that arrives after that settles it: the outcome is decided (by the
-pure functions in `patching`) as of the operation's start, the result body is stored for its
+pure functions in `patch_decisions`) as of the operation's start, the result body is stored for its
 Location URL, and the Resource Graph tables are updated the way Azure updates them.
 """
 
@@ -17,13 +17,13 @@ from enum import StrEnum
 from typing import Any
 
 from hotpatch.core.calendar import Calendar
-from hotpatch.sandbox.arm import Clock
+from hotpatch.sandbox.arm import SandboxClock
 from hotpatch.sandbox.graph import GraphStore, MachineFacts, WriteBatch
-from hotpatch.sandbox.patching import (
+from hotpatch.sandbox.patch_decisions import (
     AssessmentOutcome,
     InstallationState,
     InstallOutcome,
-    InstallParameters,
+    InstallRequest,
     MachineState,
     Patch,
     assess,
@@ -31,7 +31,7 @@ from hotpatch.sandbox.patching import (
 )
 
 
-class OperationKind(StrEnum):
+class PatchAction(StrEnum):
     ASSESS = "assessPatches"
     INSTALL = "installPatches"
 
@@ -45,13 +45,13 @@ class StartRefusal(StrEnum):
 @dataclass(slots=True)
 class Operation:
     id: str
-    kind: OperationKind
+    kind: PatchAction
     machine: MachineFacts
     provider: str
     api_version: str
     started_at: datetime
     due: float
-    parameters: InstallParameters | None = None
+    parameters: InstallRequest | None = None
     #: The final body for the Location URL; None while the operation runs.
     result: dict[str, Any] | None = None
     finished: float | None = None
@@ -68,14 +68,14 @@ class Started:
     detail: str = ""
 
 
-class PatchOperations:
+class OperationTracker:
     """Starts, tracks and settles assess/install operations over a GraphStore."""
 
     def __init__(
         self,
         store: GraphStore,
         calendar: Calendar,
-        clock: Clock,
+        clock: SandboxClock,
         latency_seconds: float,
         retention_seconds: float = 3600.0,
     ) -> None:
@@ -102,10 +102,10 @@ class PatchOperations:
 
     def start(
         self,
-        kind: OperationKind,
+        kind: PatchAction,
         candidate_id: str,
         api_version: str,
-        parameters: InstallParameters | None = None,
+        parameters: InstallRequest | None = None,
     ) -> Started:
         """Begin `kind` on the machine `candidate_id` names, or say why not."""
         self.settle_due()
@@ -165,7 +165,7 @@ class PatchOperations:
         machine = operation.machine
         state = self._machine_state(machine)
         finished_at = operation.started_at + timedelta(seconds=self.latency_seconds)
-        if operation.kind is OperationKind.ASSESS:
+        if operation.kind is PatchAction.ASSESS:
             outcome = assess(state, self.calendar, operation.started_at)
             operation.result = assessment_result(operation, outcome)
             self._write_assessment(operation, outcome, finished_at, batch)

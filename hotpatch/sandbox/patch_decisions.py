@@ -43,12 +43,19 @@ _OS_TITLES: Mapping[OsFamily, str] = {
     OsFamily.WS2025: "Microsoft server operating system version 24H2",
 }
 
+#: The longest install Azure accepts: four hours, the duration the API reference gives for
+#: `maximumDuration` ("such as PT4H (4 hours)") and Microsoft's own installPatches example
+#: sends (../shared/azure-specs/compute/VirtualMachine_InstallPatches.2025-04-01.json).
+#: https://learn.microsoft.com/rest/api/compute/virtual-machines/install-patches
+#: (The service keeps its own requests under 3h55m, ../shared/DOMAIN.md §5.)
+MAXIMUM_DURATION = timedelta(hours=4)
+
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 _KB = re.compile(r"^(?:KB)?(\d{4,8})$", re.IGNORECASE)
 _PATCH_NAMESPACE = uuid.UUID("6f0d5f9e-2b8e-4c55-9a57-8d1b0c5a1e01")
 
 
-class RebootSetting(StrEnum):
+class RebootChoice(StrEnum):
     IF_REQUIRED = "IfRequired"
     NEVER = "Never"
     ALWAYS = "Always"
@@ -65,7 +72,7 @@ class InstallationState(StrEnum):
     NOT_SELECTED = "NotSelected"
 
 
-class RebootStatus(StrEnum):
+class RebootOutcome(StrEnum):
     NOT_NEEDED = "NotNeeded"
     REQUIRED = "Required"
     COMPLETED = "Completed"
@@ -118,10 +125,10 @@ class Patch:
 
 
 @dataclass(frozen=True, slots=True)
-class InstallParameters:
+class InstallRequest:
     """`VirtualMachineInstallPatchesParameters`, read and checked."""
 
-    reboot_setting: RebootSetting
+    reboot_setting: RebootChoice
     maximum_duration: timedelta
     classifications: frozenset[str] = frozenset()
     kb_include: frozenset[str] = frozenset()
@@ -130,19 +137,24 @@ class InstallParameters:
     max_publish_date: datetime | None = None
 
     @classmethod
-    def from_body(cls, body: Any) -> InstallParameters:
+    def from_body(cls, body: Any) -> InstallRequest:
         """Read the request body; raises InvalidParameterError naming the offending field."""
         if not isinstance(body, Mapping):
             raise InvalidParameterError("The request body must be a JSON object.")
         reboot_text = body.get("rebootSetting")
         try:
-            reboot = RebootSetting(str(reboot_text))
+            reboot = RebootChoice(str(reboot_text))
         except ValueError:
-            allowed = ", ".join(s.value for s in RebootSetting)
+            allowed = ", ".join(s.value for s in RebootChoice)
             raise InvalidParameterError(
                 f"rebootSetting is required and must be one of {allowed}; got {reboot_text!r}."
             ) from None
         duration = parse_duration(body.get("maximumDuration", "PT3H55M"), "maximumDuration")
+        if duration > MAXIMUM_DURATION:
+            raise InvalidParameterError(
+                "maximumDuration must be at most PT4H (4 hours); "
+                f"got {body.get('maximumDuration')!s:.40}."
+            )
         windows = body.get("windowsParameters") or {}
         if not isinstance(windows, Mapping):
             raise InvalidParameterError("windowsParameters must be an object.")
@@ -185,7 +197,7 @@ class AssessmentOutcome:
 @dataclass(frozen=True, slots=True)
 class InstallOutcome:
     patches: tuple[tuple[Patch, InstallationState], ...]
-    reboot_status: RebootStatus
+    reboot_status: RebootOutcome
     #: The build the machine runs afterwards ("10.0.20348.4830"); None when it did not move.
     new_os_version: str | None
     #: The machine afterwards, for the assessment that follows the install.
@@ -201,7 +213,10 @@ def parse_duration(value: Any, field: str) -> timedelta:
     if match is None or not any(match.groups()):
         raise InvalidParameterError(f"{field} must be an ISO 8601 duration such as PT3H.")
     days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    except OverflowError:
+        raise InvalidParameterError(f"{field} is longer than any duration.") from None
 
 
 def offered_release(
@@ -262,7 +277,7 @@ def assess(machine: MachineState, calendar: Calendar, now: datetime) -> Assessme
 
 
 def decide_install(
-    machine: MachineState, parameters: InstallParameters, calendar: Calendar, now: datetime
+    machine: MachineState, parameters: InstallRequest, calendar: Calendar, now: datetime
 ) -> InstallOutcome:
     """The result of an install started at `now`: what is installed, and where the build goes.
 
@@ -273,7 +288,7 @@ def decide_install(
     for patch in available_patches(machine, calendar, now):
         chosen.append((patch, _selection(patch, parameters)))
     installed = [p for p, state in chosen if state is InstallationState.INSTALLED]
-    may_restart = parameters.reboot_setting is not RebootSetting.NEVER
+    may_restart = parameters.reboot_setting is not RebootChoice.NEVER
     newest = max(installed, key=lambda p: _revision(p.build), default=None)
     restart_needed = machine.reboot_pending or any(p.requires_reboot for p in installed)
 
@@ -285,20 +300,20 @@ def decide_install(
         pending = _newer(pending, newest.build)
 
     if restart_needed and not may_restart:
-        status = RebootStatus.REQUIRED
-    elif restart_needed or parameters.reboot_setting is RebootSetting.ALWAYS:
-        status = RebootStatus.COMPLETED
+        status = RebootOutcome.REQUIRED
+    elif restart_needed or parameters.reboot_setting is RebootChoice.ALWAYS:
+        status = RebootOutcome.COMPLETED
         if pending is not None:
             running = f"10.0.{pending}"
             pending = None
     else:
-        status = RebootStatus.NOT_NEEDED
+        status = RebootOutcome.NOT_NEEDED
     after = replace(machine, os_version=running, pending_build=pending)
     moved = running if running != machine.os_version else None
     return InstallOutcome(tuple(chosen), status, moved, after)
 
 
-def _selection(patch: Patch, parameters: InstallParameters) -> InstallationState:
+def _selection(patch: Patch, parameters: InstallRequest) -> InstallationState:
     if patch.kb_id in parameters.kb_exclude or (
         parameters.exclude_requiring_reboot and patch.requires_reboot
     ):

@@ -1,9 +1,14 @@
-"""The local ARM sandbox: an HTTPS server that speaks Resource Graph and Compute patch operations.
+"""The local ARM sandbox's life cycle: start, serve, stop; and the routing of its requests.
 
-The real Azure SDK clients run against it unchanged (`base_url=sandbox.base_url`,
-`connection_verify=sandbox.ca_path`, any bearer token). It answers with Azure's shapes, paging
-(`$skipToken`), quota headers, 429s and long-running operations, so that the service's real code
-paths run without a subscription; seeded fault injection adds the trouble production brings.
+An HTTPS server that speaks Resource Graph (`graph_api`) and Compute (`compute_api`), so that
+the real Azure SDK clients run against it unchanged (`base_url=sandbox.base_url`,
+`connection_verify=sandbox.ca_path`, any bearer token), with Azure's shapes, paging, quota
+headers, 429s and long-running operations, plus seeded fault injection.
+
+It loads real exports and listens on a port, so it is locked down: queries read only the
+estate (`kql_guard`) under time, memory and row limits (`query_limits`), on worker threads,
+never on the event loop; connections are capped and timed (`listener`); bodies are bounded in
+size and depth (`arm_http`).
 
 It runs on its own thread and event loop; `Sandbox` is usable from synchronous code and from
 tests that run their own event loop.
@@ -12,31 +17,24 @@ tests that run their own event loop.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import json
 import logging
-import math
+import os
 import re
+import secrets
 import signal
 import ssl
 import tempfile
 import threading
 import time
-import uuid
-import weakref
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import trustme
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.releases import ReleaseCatalog
@@ -46,31 +44,27 @@ from hotpatch.sandbox.arm import (
     GRAPH_API_VERSIONS,
     HYBRID_COMPUTE_API_VERSIONS,
     ApiVersionRange,
-    Clock,
     Fault,
     FaultConfig,
     FaultInjector,
     Quota,
-    QuotaDecision,
+    SandboxClock,
     WindowQuota,
     arm_error,
-    corrupt_row,
     fault_error,
-    graph_error,
 )
-from hotpatch.sandbox.graph import GraphStore, LoadReport, QueryError, QueryResult, RowSource
-from hotpatch.sandbox.operations import OperationKind, PatchOperations, StartRefusal
-from hotpatch.sandbox.patching import InstallParameters, InvalidParameterError
-
-#: Resource Graph answers at most this many subscriptions per request.
-MAX_SUBSCRIPTIONS_PER_QUERY = 1000
-#: Response header naming the scopes left out of a partial-scope answer (a sandbox addition).
-SKIPPED_SCOPES_HEADER = "x-ms-sandbox-skipped-scopes"
+from hotpatch.sandbox.arm_http import AnswerNowError, bearer, json_response, unauthenticated
+from hotpatch.sandbox.compute_api import ComputeProtocol, write_throttled
+from hotpatch.sandbox.graph import GraphStore, LoadReport, RowSource
+from hotpatch.sandbox.graph_api import ResourceGraphProtocol, graph_throttled
+from hotpatch.sandbox.listener import ListenedServer, Listener
+from hotpatch.sandbox.operations import OperationTracker
+from hotpatch.sandbox.query_limits import QueryLimits
 
 _GRAPH_PATH = re.compile(r"^/providers/microsoft\.resourcegraph/resources/?$", re.IGNORECASE)
+_PROVIDER = r"(?P<provider>microsoft\.compute/virtualmachines|microsoft\.hybridcompute/machines)"
 _ACTION_PATH = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/"
-    r"(?P<provider>microsoft\.compute/virtualmachines|microsoft\.hybridcompute/machines)/"
+    rf"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/{_PROVIDER}/"
     r"(?P<name>[^/]+)/(?P<action>assesspatches|installpatches)/?$",
     re.IGNORECASE,
 )
@@ -79,7 +73,12 @@ _OPERATION_PATH = re.compile(
     r"microsoft\.hybridcompute)/locations/(?P<location>[^/]+)/operations/(?P<op>[^/]+)/?$",
     re.IGNORECASE,
 )
-_JSON = "application/json"
+#: The plain ARM reads: list by subscription, list by resource group, get one.
+_MACHINES_PATH = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)(?:/resourcegroups/(?P<rg>[^/]+))?/providers/"
+    rf"{_PROVIDER}(?:/(?P<name>[^/]+))?/?$",
+    re.IGNORECASE,
+)
 _log = logging.getLogger(__name__)
 
 
@@ -91,7 +90,7 @@ class SystemClock:
 
     def now(self) -> datetime:
         # The core takes `now` as a parameter; the sandbox is a shell, so its default is the
-        # system clock, and tests inject their own Clock instead.
+        # system clock, and tests inject their own SandboxClock instead.
         return datetime.now(UTC)
 
 
@@ -108,7 +107,8 @@ class SandboxConfig:
     graph_quota: Quota | None = field(default_factory=lambda: Quota(15, 5.0))
     #: ARM's write quota per subscription for assess/install; None switches it off.
     write_quota: Quota | None = field(default_factory=lambda: Quota(200, 20.0))
-    #: Rows per Resource Graph page when the request gives no `$top`, and the most it may ask.
+    #: Rows per Resource Graph page when the request gives no `$top`, and the most it may ask;
+    #: also the page size of the ARM machine lists.
     page_size: int = 100
     max_page_size: int = 1000
     #: Subscriptions the caller may read; None means every subscription in the data.
@@ -121,11 +121,23 @@ class SandboxConfig:
     operation_retry_after_seconds: int | None = None
     #: Query results kept for the following pages (each up to a whole result).
     result_cache_size: int = 16
-    #: Threads that evaluate queries, so a long query does not hold up other answers.
+    #: Threads that evaluate queries, so a long query does not hold up other answers: a heavy
+    #: query holds one for at most its time limit.
     query_workers: int = 4
+    #: Each query's time, memory and row budget.
+    query_limits: QueryLimits = field(default_factory=QueryLimits)
     faults: FaultConfig = field(default_factory=FaultConfig)
     #: Release catalog deciding what installs do; None uses the shipped one.
     release_catalog_path: Path | None = None
+    #: Open connections at most; at the cap the oldest idle one makes room.
+    max_connections: int = 256
+    #: Time for a TLS handshake, and for a request's headers to arrive (and for an idle
+    #: keep-alive connection before it is closed).
+    handshake_seconds: float = 10.0
+    header_seconds: float = 15.0
+    #: Largest request body (413 beyond), and time for it to arrive (408 beyond).
+    max_body_bytes: int = 1024 * 1024
+    body_timeout_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.page_size <= self.max_page_size <= 1000:
@@ -134,6 +146,10 @@ class SandboxConfig:
             raise ValueError("operation_latency_seconds cannot be negative")
         if self.query_workers < 1 or self.result_cache_size < 1:
             raise ValueError("query_workers and result_cache_size must be at least 1")
+        if self.max_connections < 1 or self.max_body_bytes < 1024:
+            raise ValueError("max_connections must be positive and max_body_bytes at least 1 KiB")
+        if min(self.handshake_seconds, self.header_seconds, self.body_timeout_seconds) <= 0:
+            raise ValueError("connection timeouts must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,25 +164,24 @@ class SandboxCounters:
     operations_finished: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Scope:
-    subscriptions: frozenset[str]
-    skipped: tuple[str, ...]
+class _Counters:
+    """The mutable tallies behind SandboxCounters, written on the event loop only."""
 
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = {}
+        self.faults: dict[str, int] = {}
+        self.throttled_count = 0
+        self.evaluated_count = 0
 
-@dataclass(frozen=True, slots=True)
-class _SkipToken:
-    """What a `$skipToken` carries: the query and scope (hashed), the evaluation, the offset."""
+    def count(self, counter: str, key: str) -> None:
+        table = self.faults if counter == "faults" else self.requests
+        table[key] = table.get(key, 0) + 1
 
-    key: str
-    evaluation: str
-    offset: int
-    page_size: int
+    def throttled(self) -> None:
+        self.throttled_count += 1
 
-    def encode(self) -> str:
-        fields = {"v": 1, "k": self.key, "e": self.evaluation, "o": self.offset}
-        text = json.dumps({**fields, "n": self.page_size}, separators=(",", ":"))
-        return base64.urlsafe_b64encode(text.encode()).decode()
+    def evaluated(self) -> None:
+        self.evaluated_count += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,33 +189,6 @@ class _Route:
     name: str
     versions: ApiVersionRange
     match: re.Match[str] | None
-
-
-class _AnswerNowError(Exception):
-    """Raised inside a handler to answer at once with an error."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class _TrackingServer(web.Server):
-    """aiohttp's low-level server, remembering every connection's transport so stop() can cut
-    those aiohttp has already let go of (a TLS close waiting for the peer's close_notify)."""
-
-    def __init__(
-        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], **kwargs: Any
-    ) -> None:
-        super().__init__(handler, **kwargs)
-        self._transports: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
-
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
-        self._transports.add(transport)
-
-    def abort_all(self) -> None:
-        for transport in list(self._transports):
-            transport.abort()
 
 
 class Sandbox:
@@ -211,31 +199,48 @@ class Sandbox:
         config: SandboxConfig | None = None,
         rows: RowSource | None = None,
         *,
-        clock: Clock | None = None,
+        clock: SandboxClock | None = None,
         catalog: ReleaseCatalog | None = None,
     ) -> None:
         self.config = config or SandboxConfig()
-        self.clock: Clock = clock or SystemClock()
+        self.clock: SandboxClock = clock or SystemClock()
         if catalog is None:
             path = self.config.release_catalog_path
             catalog = load_release_catalog(path) if path else shipped_release_catalog()
-        self.store = GraphStore()
-        self.operations = PatchOperations(
+        self.store = GraphStore(self.config.query_limits)
+        self.operations = OperationTracker(
             self.store, Calendar(catalog), self.clock, self.config.operation_latency_seconds
         )
-        self._graph_quota = _quota(self.config.graph_quota, self.clock)
-        self._write_quota = _quota(self.config.write_quota, self.clock)
+        self._counters = _Counters()
         self._faults = FaultInjector(self.config.faults)
-        self._results: OrderedDict[str, QueryResult] = OrderedDict()
-        self._requests: dict[str, int] = {}
-        self._fault_counts: dict[str, int] = {}
-        self._throttled = 0
-        self._evaluated = 0
+        self.graph = ResourceGraphProtocol(
+            self.store,
+            settings=self.config,
+            clock=self.clock,
+            quota=self.config.graph_quota,
+            faults=self._faults,
+            counters=self._counters,
+            readable=lambda: self.readable_subscriptions,
+            management_groups=self._management_groups,
+        )
+        write_quota = self.config.write_quota
+        self.compute = ComputeProtocol(
+            self.operations,
+            store=self.store,
+            settings=self.config,
+            write_quota=(
+                WindowQuota(write_quota, self.clock.monotonic) if write_quota is not None else None
+            ),
+            counters=self._counters,
+            readable=lambda: self.readable_subscriptions,
+        )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.ServerRunner | None = None
-        self._server: _TrackingServer | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._listener: Listener | None = None
+        self._server: ListenedServer | None = None
+        self._tcp: asyncio.Server | None = None
+        self._queries: ThreadPoolExecutor | None = None
+        self._writes: ThreadPoolExecutor | None = None
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
         self._startup_error: BaseException | None = None
         self._port = 0
@@ -246,7 +251,7 @@ class Sandbox:
     # -- life cycle ---------------------------------------------------------------------------
 
     def load(self, rows: RowSource) -> LoadReport:
-        """Replace the data with `rows` (three lists of raw Resource Graph rows)."""
+        """Replace the data with `rows` (a list of raw Resource Graph rows per table)."""
         report = self.store.load(rows)
         self.operations.forget_machines()
         return report
@@ -265,6 +270,11 @@ class Sandbox:
             raise RuntimeError("the sandbox is not running; call start() first")
         return f"https://{self.config.host}:{self._port}"
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (read from another thread: a snapshot, for tests)."""
+        return self._listener.open_connections if self._listener is not None else 0
+
     def start(self) -> Sandbox:
         if self._thread is not None:
             raise RuntimeError("the sandbox is already running")
@@ -274,9 +284,11 @@ class Sandbox:
             state_dir = Path(self._temporary.name)
         state_dir.mkdir(parents=True, exist_ok=True)
         ssl_context = self._tls(state_dir)
-        self._executor = ThreadPoolExecutor(
+        self._queries = ThreadPoolExecutor(
             max_workers=self.config.query_workers, thread_name_prefix="sandbox-query"
         )
+        # One writer: the operation book and its table writes are used by one thread only.
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-write")
         ready = threading.Event()
         self._startup_error = None
         self._thread = threading.Thread(
@@ -314,10 +326,10 @@ class Sandbox:
 
     def counters(self) -> SandboxCounters:
         return SandboxCounters(
-            requests=dict(self._requests),
-            throttled=self._throttled,
-            faults=dict(self._fault_counts),
-            queries_evaluated=self._evaluated,
+            requests=dict(self._counters.requests),
+            throttled=self._counters.throttled_count,
+            faults=dict(self._counters.faults),
+            queries_evaluated=self._counters.evaluated_count,
             operations_started=self.operations.started,
             operations_finished=self.operations.finished,
         )
@@ -326,7 +338,7 @@ class Sandbox:
         authority = trustme.CA(organization_name="hotpatch sandbox")
         certificate = authority.issue_cert(self.config.host, "localhost", "127.0.0.1")
         self.ca_path = state_dir / "ca.pem"
-        authority.cert_pem.write_to_path(str(self.ca_path))
+        write_without_following(self.ca_path, authority.cert_pem.bytes())
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         certificate.configure_cert(context)
         return context
@@ -345,313 +357,52 @@ class Sandbox:
         try:
             loop.run_forever()
         finally:
-            if self._server is not None:
+            if self._tcp is not None:
+                self._tcp.close()
+            if self._listener is not None:
                 # Clients may still hold keep-alive connections, and a TLS connection being
                 # shut down waits for its peer: cut them all so no socket outlives the loop.
-                self._server.abort_all()
-            if self._runner is not None:
-                loop.run_until_complete(self._runner.cleanup())
+                self._listener.abort_all()
+            if self._server is not None:
+                loop.run_until_complete(self._server.shutdown(0.1))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     async def _listen(self, ssl_context: ssl.SSLContext) -> None:
-        self._server = _TrackingServer(self._handle)
-        self._runner = web.ServerRunner(self._server, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.config.host, self.config.port, ssl_context=ssl_context
+        config = self.config
+        self._server = ListenedServer(
+            self._handle,
+            # A client that goes away cancels its handler, which stops its query.
+            handler_cancellation=True,
+            # aiohttp arms this when a connection opens and after each answer, and closes a
+            # connection still waiting for its request headers when it fires: the header-read
+            # timeout.
+            keepalive_timeout=config.header_seconds,
+            access_log=None,
         )
-        await site.start()
-        address = self._runner.addresses[0]
-        self._port = int(address[1])
+        self._listener = Listener(
+            self._server,
+            ssl_context,
+            max_connections=config.max_connections,
+            handshake_seconds=config.handshake_seconds,
+        )
+        self._server.listener = self._listener
+        self._server.max_body_bytes = config.max_body_bytes
+        self._tcp = await self._listener.listen(config.host, config.port)
+        self._port = int(self._tcp.sockets[0].getsockname()[1])
 
     def _cleanup(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for executor in (self._queries, self._writes):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._queries = self._writes = None
         if self._temporary is not None:
             self._temporary.cleanup()
             self._temporary = None
-        self._runner = None
+        self._listener = None
         self._server = None
+        self._tcp = None
         self._loop = None
-
-    # -- dispatch -----------------------------------------------------------------------------
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        route = _route(request.method, request.path)
-        self._count(self._requests, route.name)
-        try:
-            if route.match is None:
-                return _json(
-                    404,
-                    arm_error(
-                        "InvalidResourceType",
-                        f"The sandbox does not serve {request.method} {request.path}.",
-                    ),
-                )
-            token = _bearer(request)
-            if token is None:
-                return _unauthenticated()
-            bad_version = route.versions.check(request.query.get("api-version"))
-            if bad_version is not None:
-                return _json(400, bad_version)
-            injected = await self._inject(request, route.name)
-            if injected is not None:
-                return injected
-            handler = self._handlers()[route.name]
-            return await handler(request, route.match, token)
-        except _AnswerNowError as answer:
-            return answer.response
-        except Exception:
-            # A sandbox bug or an odd row: answer like ARM does and keep serving.
-            _log.exception("sandbox failed on %s %s", request.method, request.path)
-            return _json(
-                500,
-                arm_error("InternalServerError", "The sandbox failed to process the request."),
-            )
-
-    def _handlers(
-        self,
-    ) -> dict[str, Callable[[web.BaseRequest, re.Match[str], str], Awaitable[web.StreamResponse]]]:
-        return {
-            "graph.query": self._graph,
-            "compute.assessPatches": self._action,
-            "compute.installPatches": self._action,
-            "compute.operation": self._operation,
-        }
-
-    async def _inject(self, request: web.BaseRequest, route: str) -> web.StreamResponse | None:
-        delay = self._faults.delay()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        fault = self._faults.draw()
-        if fault is None:
-            return None
-        self._count(self._fault_counts, fault.value)
-        if fault is Fault.DROP:
-            if request.transport is not None:
-                request.transport.abort()
-            # Nothing can be written any more; the client sees the connection reset.
-            raise asyncio.CancelledError
-        if fault is Fault.THROTTLE:
-            self._throttled += 1
-            retry = self.config.faults.throttle_retry_after_seconds
-            body = (
-                _graph_throttled(self.clock.now()) if route == "graph.query" else _write_throttled()
-            )
-            return _json(429, body, {"Retry-After": str(retry)})
-        status, body = fault_error(fault)
-        return _json(status, body, {"Retry-After": "1"} if status == 503 else None)
-
-    @staticmethod
-    def _count(counter: dict[str, int], key: str) -> None:
-        counter[key] = counter.get(key, 0) + 1
-
-    # -- Resource Graph -----------------------------------------------------------------------
-
-    async def _graph(self, request: web.BaseRequest, _: re.Match[str], token: str) -> web.Response:
-        headers: dict[str, str] = {}
-        if self._graph_quota is not None:
-            decision = self._graph_quota.take(token)
-            headers = _quota_headers(decision)
-            if not decision.allowed:
-                self._throttled += 1
-                headers["Retry-After"] = str(decision.retry_after)
-                return _json(429, _graph_throttled(self.clock.now()), headers)
-        self.operations.settle_due()
-        body = await _read_json(request, headers)
-        query = body.get("query")
-        if not isinstance(query, str) or not query.strip():
-            raise _AnswerNowError(
-                self._bad_request("The request must carry a non-empty query.", headers)
-            )
-        options = body.get("options") or {}
-        if not isinstance(options, Mapping):
-            raise _AnswerNowError(self._bad_request("options must be an object.", headers))
-        result_format = options.get("resultFormat", "objectArray")
-        if result_format not in ("objectArray", "table"):
-            raise _AnswerNowError(
-                self._bad_request("resultFormat must be objectArray or table.", headers)
-            )
-        try:
-            top = _integer(options, "$top", 1, self.config.max_page_size)
-            skip = _integer(options, "$skip", 0, None)
-        except ValueError as error:
-            raise _AnswerNowError(self._bad_request(str(error), headers)) from error
-        scope = self._scope(body, bool(options.get("allowPartialScopes")), headers)
-        if scope.skipped:
-            headers[SKIPPED_SCOPES_HEADER] = ",".join(scope.skipped)
-        key = _result_key(query, scope.subscriptions, result_format)
-
-        offset, page_size = 0, self.config.page_size
-        result: QueryResult | None = None
-        evaluation = ""
-        skip_token = options.get("$skipToken")
-        if skip_token:
-            decoded = _decode_token(skip_token)
-            if decoded is None or decoded.key != key:
-                raise _AnswerNowError(
-                    _json(
-                        400,
-                        graph_error(
-                            "BadRequest",
-                            [
-                                {
-                                    "code": "InvalidSkipToken",
-                                    "message": "The $skipToken does not belong to this query "
-                                    "and scope; send the query and scopes of the first page.",
-                                }
-                            ],
-                            self.clock.now(),
-                        ),
-                        headers,
-                    )
-                )
-            offset, page_size, evaluation = decoded.offset, decoded.page_size, decoded.evaluation
-            # Following pages come from the result the first page was cut from, so a caller
-            # pages through one consistent snapshot (evicted: evaluated again).
-            result = self._results.get(evaluation)
-            if result is not None:
-                self._results.move_to_end(evaluation)
-        if top is not None:
-            page_size = top
-        if skip is not None:
-            offset = skip
-        if result is None:
-            result = await self._evaluate(query, scope, result_format == "table", headers)
-            evaluation = uuid.uuid4().hex
-            self._results[evaluation] = result
-            while len(self._results) > self.config.result_cache_size:
-                self._results.popitem(last=False)
-
-        total = len(result.rows)
-        end = min(total, offset + page_size)
-        page = [self._maybe_corrupt(key, index, result.rows[index]) for index in range(offset, end)]
-        more = end < total
-        parts = [
-            f'"totalRecords":{total}',
-            f'"count":{len(page)}',
-            f'"resultTruncated":"{"true" if more and not result.has_id else "false"}"',
-        ]
-        if more and result.has_id:
-            token = _SkipToken(key, evaluation, end, page_size).encode()
-            parts.append(f'"$skipToken":{json.dumps(token)}')
-        parts.append('"facets":[]')
-        rows = "[" + ",".join(page) + "]"
-        if result_format == "table":
-            columns = json.dumps([{"name": c.name, "type": c.type} for c in result.columns])
-            parts.append(f'"data":{{"columns":{columns},"rows":{rows}}}')
-        else:
-            parts.append(f'"data":{rows}')
-        text = "{" + ",".join(parts) + "}"
-        return web.Response(
-            status=200, body=text.encode(), content_type=_JSON, headers=_with_ids(headers)
-        )
-
-    async def _evaluate(
-        self, query: str, scope: _Scope, table: bool, headers: dict[str, str]
-    ) -> QueryResult:
-        loop = asyncio.get_running_loop()
-        assert self._executor is not None
-        try:
-            result = await loop.run_in_executor(
-                self._executor,
-                self.store.query,
-                query,
-                scope.subscriptions,
-                table,
-                self.clock.now(),
-            )
-        except QueryError as error:
-            raise _AnswerNowError(_json(400, self._query_error(error), headers)) from error
-        self._evaluated += 1
-        return result
-
-    def _query_error(self, error: QueryError) -> dict[str, Any]:
-        detail: dict[str, Any]
-        if error.kind == "parse":
-            detail = {"code": "ParserFailure", "message": str(error)}
-        elif error.kind == "unsupported":
-            detail = {
-                "code": "UnsupportedQuery",
-                "message": f"The sandbox's KQL engine (duckdb-kql) cannot run this: {error}",
-            }
-        else:
-            detail = {"code": "InvalidQuery", "message": str(error)}
-        if error.line is not None:
-            detail["line"] = error.line
-        if error.column is not None:
-            detail["characterPositionInLine"] = error.column
-        first = {
-            "code": "InvalidQuery",
-            "message": "Query is invalid. Please refer to the documentation for the Azure "
-            "Resource Graph service and fix the error before retrying.",
-        }
-        return graph_error("BadRequest", [first, detail], self.clock.now())
-
-    def _bad_request(self, message: str, headers: Mapping[str, str]) -> web.Response:
-        return _json(
-            400,
-            graph_error(
-                "BadRequest",
-                [{"code": "InvalidRequestContent", "message": message}],
-                self.clock.now(),
-            ),
-            headers,
-        )
-
-    def _scope(self, body: Mapping[str, Any], partial: bool, headers: dict[str, str]) -> _Scope:
-        """The subscriptions a query may read, and the requested scopes it may not."""
-        subscriptions = body.get("subscriptions") or []
-        groups = body.get("managementGroups") or []
-        if not isinstance(subscriptions, list) or not isinstance(groups, list):
-            raise _AnswerNowError(
-                self._bad_request("subscriptions and managementGroups must be lists.", headers)
-            )
-        if len(subscriptions) > MAX_SUBSCRIPTIONS_PER_QUERY:
-            raise _AnswerNowError(
-                self._bad_request(
-                    f"At most {MAX_SUBSCRIPTIONS_PER_QUERY} subscriptions can be queried at "
-                    f"once; got {len(subscriptions)}. Send them in batches.",
-                    headers,
-                )
-            )
-        readable = self.readable_subscriptions
-        allowed: set[str] = set()
-        skipped: list[str] = []
-        if subscriptions:
-            for subscription in map(str, subscriptions):
-                if subscription.lower() in readable:
-                    allowed.add(subscription.lower())
-                else:
-                    skipped.append(f"/subscriptions/{subscription}")
-        elif groups:
-            mapping = self._management_groups()
-            for group in map(str, groups):
-                members = mapping.get(group.lower())
-                if members is None:
-                    skipped.append(f"/providers/Microsoft.Management/managementGroups/{group}")
-                else:
-                    allowed |= members & readable
-        else:
-            allowed = set(readable)
-        if skipped and not partial:
-            scopes = "', '".join(skipped)
-            raise _AnswerNowError(
-                _json(
-                    403,
-                    arm_error(
-                        "AuthorizationFailed",
-                        "The client does not have authorization to perform action "
-                        "'Microsoft.ResourceGraph/resources/read' over scope "
-                        f"'{scopes}' or the scope is invalid. Set options.allowPartialScopes "
-                        "to answer for the other scopes.",
-                    ),
-                    headers,
-                )
-            )
-        return _Scope(frozenset(allowed), tuple(skipped))
 
     def _management_groups(self) -> dict[str, frozenset[str]]:
         configured = self.config.management_groups
@@ -662,116 +413,102 @@ class Sandbox:
             for name, members in configured.items()
         }
 
-    def _maybe_corrupt(self, key: str, index: int, text: str) -> str:
-        if not self._faults.row_is_malformed(key, index):
-            return text
-        self._count(self._fault_counts, Fault.MALFORMED_ROW.value)
-        row = json.loads(text)
-        if not isinstance(row, dict):
-            # A `table` row is a list of cells: break the first cell after the id.
-            return json.dumps([*row[:1], "<<malformed>>", *row[2:]])
-        return json.dumps(corrupt_row(row, index))
+    # -- dispatch -----------------------------------------------------------------------------
 
-    # -- Compute ------------------------------------------------------------------------------
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        route = _route(request.method, request.path)
+        self._counters.count("requests", route.name)
+        try:
+            if route.match is None:
+                return json_response(
+                    404,
+                    arm_error(
+                        "InvalidResourceType",
+                        f"The sandbox does not serve {request.method} {request.path}.",
+                    ),
+                )
+            token = bearer(request)
+            if token is None:
+                return unauthenticated()
+            bad_version = route.versions.check(request.query.get("api-version"))
+            if bad_version is not None:
+                return json_response(400, bad_version)
+            injected = await self._inject(request, route.name)
+            if injected is not None:
+                return injected
+            return await self._dispatch(route.name, request, route.match, token)
+        except AnswerNowError as answer:
+            return answer.response
+        except Exception:
+            # A sandbox bug or an odd row: answer like ARM does and keep serving.
+            _log.exception("sandbox failed on %s %s", request.method, request.path)
+            return json_response(
+                500,
+                arm_error("InternalServerError", "The sandbox failed to process the request."),
+            )
 
-    async def _action(self, request: web.BaseRequest, match: re.Match[str], _: str) -> web.Response:
-        subscription, group = match.group("sub"), match.group("rg")
-        provider, name = match.group("provider"), match.group("name")
-        kind = (
-            OperationKind.ASSESS
-            if match.group("action").lower() == "assesspatches"
-            else OperationKind.INSTALL
-        )
-        headers: dict[str, str] = {}
-        if self._write_quota is not None:
-            decision = self._write_quota.take(subscription.lower())
-            headers["x-ms-ratelimit-remaining-subscription-writes"] = str(decision.remaining)
-            if not decision.allowed:
-                self._throttled += 1
-                headers["Retry-After"] = str(decision.retry_after)
-                return _json(429, _write_throttled(), headers)
-        parameters = None
-        if kind is OperationKind.INSTALL:
-            body = await _read_json(request, headers)
-            try:
-                parameters = InstallParameters.from_body(body)
-            except InvalidParameterError as error:
-                return _json(400, arm_error("InvalidParameter", str(error)), headers)
-        candidate = (
-            f"/subscriptions/{subscription}/resourceGroups/{group}/providers/{provider}/{name}"
-        )
-        started = self.operations.start(kind, candidate, request.query["api-version"], parameters)
-        if started.refusal is StartRefusal.NOT_FOUND:
-            hybrid = provider.lower().startswith("microsoft.hybridcompute")
-            resource = (
-                "Microsoft.HybridCompute/machines"
-                if hybrid
-                else ("Microsoft.Compute/virtualMachines")
-            )
-            return _json(
-                404,
-                arm_error(
-                    "ResourceNotFound",
-                    f"The Resource '{resource}/{name}' under resource group '{group}' was not "
-                    "found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
-                ),
-                headers,
-            )
-        if started.refusal is StartRefusal.BUSY:
-            return _json(
-                409,
-                arm_error(
-                    "OperationNotAllowed",
-                    f"Operation '{kind.value}' is not allowed on VM '{name}' since another "
-                    f"operation ('{started.detail}') is in progress. Retry after it completes.",
-                ),
-                headers,
-            )
-        if started.refusal is StartRefusal.NOT_RUNNING:
-            return _json(
-                409,
-                arm_error(
-                    "OperationNotAllowed",
-                    f"Operation '{kind.value}' is not allowed on VM '{name}' since "
-                    f"{started.detail}.",
-                ),
-                headers,
-            )
-        operation = started.operation
-        assert operation is not None
-        location = (
-            f"{request.url.origin()}/subscriptions/{subscription}/providers/"
-            f"{operation.provider}/locations/{operation.location}/operations/{operation.id}"
-            f"?monitor=true&api-version={operation.api_version}"
-        )
-        headers["Location"] = location
-        headers["Retry-After"] = str(self._retry_after(self.config.operation_latency_seconds))
-        return web.Response(status=202, headers=_with_ids(headers))
-
-    async def _operation(
-        self, request: web.BaseRequest, match: re.Match[str], _: str
+    async def _dispatch(
+        self, name: str, request: web.BaseRequest, match: re.Match[str], token: str
     ) -> web.Response:
-        operation = self.operations.get(match.group("op"))
-        if operation is None:
-            return _json(
-                404,
-                arm_error(
-                    "OperationNotFound", f"The operation '{match.group('op')}' was not found."
-                ),
-            )
-        if operation.result is None:
-            left = self.operations.seconds_left(operation)
-            return web.Response(
-                status=202,
-                headers=_with_ids(
-                    {"Location": str(request.url), "Retry-After": str(self._retry_after(left))}
-                ),
-            )
-        return _json(200, operation.result)
+        queries, writes = self._queries, self._writes
+        assert queries is not None
+        assert writes is not None
+        if name == "graph.query":
+            settle = _on_thread(writes, self.operations.settle_due)
+            return await self.graph.query(request, token, queries, settle)
+        if name == "compute.operation":
+            return await self.compute.operation(request, match, writes)
+        if name.startswith("compute.read"):
+            return await self.compute.read_machines(request, match, queries)
+        return await self.compute.action(request, match, writes)
 
-    def _retry_after(self, seconds_left: float) -> int:
-        configured = self.config.operation_retry_after_seconds
-        return configured if configured is not None else math.ceil(seconds_left)
+    async def _inject(self, request: web.BaseRequest, route: str) -> web.StreamResponse | None:
+        delay = self._faults.delay()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        fault = self._faults.draw()
+        if fault is None:
+            return None
+        self._counters.count("faults", fault.value)
+        if fault is Fault.DROP:
+            if request.transport is not None:
+                request.transport.abort()
+            # Nothing can be written any more; the client sees the connection reset.
+            raise asyncio.CancelledError
+        if fault is Fault.THROTTLE:
+            self._counters.throttled()
+            retry = self.config.faults.throttle_retry_after_seconds
+            body = (
+                graph_throttled(self.clock.now()) if route == "graph.query" else write_throttled()
+            )
+            return json_response(429, body, {"Retry-After": str(retry)})
+        status, body = fault_error(fault)
+        return json_response(status, body, {"Retry-After": "1"} if status == 503 else None)
+
+
+def write_without_following(path: Path, content: bytes) -> None:
+    """Write `content` to `path` without following a symlink planted at it or at a temporary
+    name: a new file (O_EXCL, O_NOFOLLOW) renamed over `path` (a rename replaces a link, it
+    does not write through it)."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(temporary, flags, 0o644)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(content)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _on_thread(
+    executor: ThreadPoolExecutor, work: Callable[[], object]
+) -> Callable[[], Awaitable[object]]:
+    async def run() -> object:
+        return await asyncio.get_running_loop().run_in_executor(executor, work)
+
+    return run
 
 
 def serve_forever(config: SandboxConfig | None = None, rows: RowSource | None = None) -> None:
@@ -799,9 +536,6 @@ def serve_forever(config: SandboxConfig | None = None, rows: RowSource | None = 
             signal.signal(signal.SIGTERM, previous)
 
 
-# -- helpers ----------------------------------------------------------------------------------
-
-
 def _route(method: str, path: str) -> _Route:
     if method == "POST" and (found := _GRAPH_PATH.match(path)):
         return _Route("graph.query", GRAPH_API_VERSIONS, found)
@@ -814,135 +548,9 @@ def _route(method: str, path: str) -> _Route:
         hybrid = found.group("provider").lower() == "microsoft.hybridcompute"
         versions = HYBRID_COMPUTE_API_VERSIONS if hybrid else COMPUTE_API_VERSIONS
         return _Route("compute.operation", versions, found)
+    if method == "GET" and (found := _MACHINES_PATH.match(path)):
+        hybrid = found.group("provider").lower().startswith("microsoft.hybridcompute")
+        versions = HYBRID_COMPUTE_API_VERSIONS if hybrid else COMPUTE_API_VERSIONS
+        kind = "get" if found.group("name") else "list"
+        return _Route(f"compute.read.{kind}", versions, found)
     return _Route("unknown", GRAPH_API_VERSIONS, None)
-
-
-def _quota(quota: Quota | None, clock: Clock) -> WindowQuota | None:
-    return WindowQuota(quota, clock.monotonic) if quota is not None else None
-
-
-def _bearer(request: web.BaseRequest) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def _unauthenticated() -> web.Response:
-    return _json(
-        401,
-        arm_error(
-            "AuthenticationFailed",
-            "Authentication failed. The 'Authorization' header is missing or is not a "
-            "bearer token.",
-        ),
-        {
-            "WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/common",'
-            ' error="invalid_token", error_description="The authentication failed because of '
-            "missing 'Authorization' header.\""
-        },
-    )
-
-
-def _graph_throttled(now: datetime) -> dict[str, Any]:
-    return graph_error(
-        "RateLimiting",
-        [
-            {
-                "code": "RateLimiting",
-                "message": "Client application has been throttled and should not attempt to "
-                "repeat the request until an amount of time has elapsed. Please see "
-                "https://aka.ms/resourcegraph-throttling for help.",
-            }
-        ],
-        now,
-    )
-
-
-def _write_throttled() -> dict[str, Any]:
-    return arm_error(
-        "TooManyRequests",
-        "The request is being throttled as the limit has been reached for operation type - "
-        "Write_Subscription. Retry after the time in the Retry-After header.",
-    )
-
-
-def _quota_headers(decision: QuotaDecision) -> dict[str, str]:
-    return {
-        "x-ms-user-quota-remaining": str(decision.remaining),
-        "x-ms-user-quota-resets-after": decision.resets_after_text(),
-    }
-
-
-def _with_ids(headers: Mapping[str, str]) -> dict[str, str]:
-    request_id = str(uuid.uuid4())
-    return {**headers, "x-ms-request-id": request_id, "x-ms-correlation-request-id": request_id}
-
-
-def _json(
-    status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body).encode(),
-        content_type=_JSON,
-        headers=_with_ids(headers or {}),
-    )
-
-
-async def _read_json(request: web.BaseRequest, headers: Mapping[str, str]) -> Mapping[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
-        raise _AnswerNowError(
-            _json(
-                400,
-                arm_error(
-                    "InvalidRequestContent",
-                    "The request content was invalid and could not be "
-                    "deserialized: expected a JSON object.",
-                ),
-                headers,
-            )
-        )
-    return body
-
-
-def _integer(options: Mapping[str, Any], name: str, low: int, high: int | None) -> int | None:
-    """The option's value, or None when absent; ValueError says what is wrong with it."""
-    value = options.get(name)
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bound = f"between {low} and {high}" if high is not None else f"of at least {low}"
-        raise ValueError(f"options.{name} must be an integer {bound}; got {value!r}.")
-    return value
-
-
-def _result_key(query: str, subscriptions: frozenset[str], result_format: str) -> str:
-    material = json.dumps([query, sorted(subscriptions), result_format])
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
-
-
-def _decode_token(text: Any) -> _SkipToken | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        fields = json.loads(base64.urlsafe_b64decode(text.encode()))
-        key, evaluation, offset, size = fields["k"], fields["e"], fields["o"], fields["n"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not (isinstance(key, str) and isinstance(evaluation, str)):
-        return None
-    if not (isinstance(offset, int) and isinstance(size, int)):
-        return None
-    return _SkipToken(key, evaluation, max(0, offset), max(1, min(1000, size)))

@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.models import parse_build
 from hotpatch.data import shipped_release_catalog
-from hotpatch.sandbox.patching import (
+from hotpatch.sandbox.patch_decisions import (
     InstallationState,
-    InstallParameters,
+    InstallRequest,
     InvalidParameterError,
     MachineState,
     RebootBehavior,
-    RebootSetting,
-    RebootStatus,
+    RebootChoice,
+    RebootOutcome,
     assess,
     available_patches,
     decide_install,
@@ -34,11 +34,11 @@ def machine(version: str | None, hotpatch: bool = True, pending: str | None = No
 
 
 def install(
-    reboot: RebootSetting = RebootSetting.IF_REQUIRED,
+    reboot: RebootChoice = RebootChoice.IF_REQUIRED,
     classifications: frozenset[str] = frozenset({"Critical", "Security"}),
     **changes: object,
-) -> InstallParameters:
-    return InstallParameters(
+) -> InstallRequest:
+    return InstallRequest(
         reboot_setting=reboot,
         maximum_duration=timedelta(hours=2),
         classifications=classifications,
@@ -89,16 +89,16 @@ def test_an_assessment_offers_nothing_when_nothing_applies(case: str, state: Mac
 def test_a_hotpatch_moves_the_build_without_a_restart() -> None:
     outcome = decide_install(machine("10.0.20348.4648"), install(), CALENDAR, FEBRUARY)
     assert outcome.new_os_version == "10.0.20348.4711"
-    assert outcome.reboot_status is RebootStatus.NOT_NEEDED
+    assert outcome.reboot_status is RebootOutcome.NOT_NEEDED
     assert outcome.count(InstallationState.INSTALLED) == 1
 
 
 def test_a_restart_update_with_reboot_never_leaves_the_build_and_a_pending_reboot() -> None:
     outcome = decide_install(
-        machine("10.0.20348.4467"), install(RebootSetting.NEVER), CALENDAR, JANUARY
+        machine("10.0.20348.4467"), install(RebootChoice.NEVER), CALENDAR, JANUARY
     )
     assert outcome.new_os_version is None
-    assert outcome.reboot_status is RebootStatus.REQUIRED
+    assert outcome.reboot_status is RebootOutcome.REQUIRED
     assert outcome.machine.pending_build == "20348.4648"
     assert assess(outcome.machine, CALENDAR, JANUARY).reboot_pending
 
@@ -107,21 +107,21 @@ def test_a_later_install_that_may_restart_completes_the_pending_one() -> None:
     pending = machine("10.0.20348.4467", pending="20348.4648")
     outcome = decide_install(pending, install(), CALENDAR, JANUARY)
     assert outcome.new_os_version == "10.0.20348.4648"
-    assert outcome.reboot_status is RebootStatus.COMPLETED
+    assert outcome.reboot_status is RebootOutcome.COMPLETED
     assert not outcome.machine.reboot_pending
 
 
 def test_a_restart_update_with_reboot_if_required_restarts_onto_the_new_build() -> None:
     outcome = decide_install(machine("10.0.20348.4467"), install(), CALENDAR, JANUARY)
     assert outcome.new_os_version == "10.0.20348.4648"
-    assert outcome.reboot_status is RebootStatus.COMPLETED
+    assert outcome.reboot_status is RebootOutcome.COMPLETED
 
 
 def test_reboot_always_restarts_even_with_nothing_to_install() -> None:
     outcome = decide_install(
-        machine("10.0.20348.4711"), install(RebootSetting.ALWAYS), CALENDAR, FEBRUARY
+        machine("10.0.20348.4711"), install(RebootChoice.ALWAYS), CALENDAR, FEBRUARY
     )
-    assert (outcome.reboot_status, outcome.new_os_version) == (RebootStatus.COMPLETED, None)
+    assert (outcome.reboot_status, outcome.new_os_version) == (RebootOutcome.COMPLETED, None)
 
 
 @pytest.mark.parametrize(
@@ -141,7 +141,7 @@ def test_reboot_always_restarts_even_with_nothing_to_install() -> None:
     ],
 )  # fmt: skip
 def test_the_install_filters_decide_what_is_installed(
-    case: str, parameters: InstallParameters, state: InstallationState
+    case: str, parameters: InstallRequest, state: InstallationState
 ) -> None:
     # Behind the baseline with hotpatch off, so the update needs a restart.
     current = machine("10.0.20348.4648", hotpatch=False)
@@ -170,11 +170,11 @@ def test_an_install_body_the_api_would_refuse_names_the_field(
     case: str, body: dict[str, object], field: str
 ) -> None:
     with pytest.raises(InvalidParameterError, match=field):
-        InstallParameters.from_body(body)
+        InstallRequest.from_body(body)
 
 
 def test_an_install_body_is_read_with_kb_numbers_in_either_spelling() -> None:
-    parameters = InstallParameters.from_body(
+    parameters = InstallRequest.from_body(
         {
             "rebootSetting": "IfRequired",
             "maximumDuration": "PT3H30M",
@@ -195,11 +195,11 @@ MOMENTS = st.datetimes(
     revision=REVISIONS,
     pending=st.none() | REVISIONS,
     hotpatch=st.booleans(),
-    reboot=st.sampled_from(list(RebootSetting)),
+    reboot=st.sampled_from(list(RebootChoice)),
     now=MOMENTS,
 )
 def test_an_install_never_moves_a_build_backwards_and_never_restarts_when_told_not_to(
-    revision: int, pending: int | None, hotpatch: bool, reboot: RebootSetting, now: datetime
+    revision: int, pending: int | None, hotpatch: bool, reboot: RebootChoice, now: datetime
 ) -> None:
     before = machine(
         f"10.0.20348.{revision}",
@@ -210,7 +210,7 @@ def test_an_install_never_moves_a_build_backwards_and_never_restarts_when_told_n
     after = parse_build(outcome.machine.os_version or "")
     assert after is not None
     assert after[2] >= revision
-    if reboot is RebootSetting.NEVER:
-        assert outcome.reboot_status is not RebootStatus.COMPLETED
+    if reboot is RebootChoice.NEVER:
+        assert outcome.reboot_status is not RebootOutcome.COMPLETED
         moved_by = [p for p, s in outcome.patches if s is InstallationState.INSTALLED]
         assert outcome.new_os_version is None or not any(p.requires_reboot for p in moved_by)
