@@ -256,6 +256,15 @@ def test_arbitrary_rows_never_raise_and_each_machine_row_gets_exactly_one_verdic
             assert verdict.reasons
 
 
+def test_a_malformed_machine_with_a_malformed_patch_row_gets_one_verdict() -> None:
+    """Found by the property above: the patch row's error was once a second machine."""
+    machine = vm_row("vm1", tags="not an object")
+    assessment = assessment_row(vm_id("vm1"))
+    assessment["properties"]["lastModifiedDateTime"] = "yesterday"
+    verdicts = EVALUATOR.evaluate_all(parse_rows([machine, assessment]))
+    assert [verdict.id for verdict in verdicts] == [vm_id("vm1").casefold()]
+
+
 def test_row_types_in_another_case_are_read_all_the_same() -> None:
     row = vm_row("vm1")
     row["type"] = "Microsoft.Compute/virtualMachines"
