@@ -33,13 +33,17 @@ from hotpatch.core.models import (
     Profile,
     machine_profile,
 )
+from hotpatch.core.resource_types import (
+    ARC_MACHINE,
+    ASSESSMENT_RESULTS,
+    INSTALLATION_RESULTS,
+    SCALE_SET,
+    SCALE_SET_INSTANCE,
+    VIRTUAL_MACHINE,
+)
 
-VM_TYPE = "microsoft.compute/virtualmachines"
-UNIFORM_VM_TYPE = "microsoft.compute/virtualmachinescalesets/virtualmachines"
-SCALE_SET_TYPE = "microsoft.compute/virtualmachinescalesets"
-ARC_TYPE = "microsoft.hybridcompute/machines"
-ASSESSMENT_MARK = "/patchassessmentresults/"
-INSTALLATION_MARK = "/patchinstallationresults/"
+ASSESSMENT_MARK = f"/{ASSESSMENT_RESULTS}/"
+INSTALLATION_MARK = f"/{INSTALLATION_RESULTS}/"
 
 
 def _at(*path: str, default: Any = None) -> Any:
@@ -211,14 +215,14 @@ class _InstallationRow(InstallationSummary):
 
 
 _MODELS: dict[str, type[BaseModel]] = {
-    VM_TYPE: _VmRow,
-    UNIFORM_VM_TYPE: _UniformVmRow,
-    SCALE_SET_TYPE: _ScaleSetRow,
-    ARC_TYPE: _ArcRow,
-    f"{VM_TYPE}/patchassessmentresults": _AssessmentRow,
-    f"{ARC_TYPE}/patchassessmentresults": _AssessmentRow,
-    f"{VM_TYPE}/patchinstallationresults": _InstallationRow,
-    f"{ARC_TYPE}/patchinstallationresults": _InstallationRow,
+    VIRTUAL_MACHINE: _VmRow,
+    SCALE_SET_INSTANCE: _UniformVmRow,
+    SCALE_SET: _ScaleSetRow,
+    ARC_MACHINE: _ArcRow,
+    f"{VIRTUAL_MACHINE}/patchassessmentresults": _AssessmentRow,
+    f"{ARC_MACHINE}/patchassessmentresults": _AssessmentRow,
+    f"{VIRTUAL_MACHINE}/patchinstallationresults": _InstallationRow,
+    f"{ARC_MACHINE}/patchinstallationresults": _InstallationRow,
 }
 _Row = Annotated[
     _VmRow | _UniformVmRow | _ScaleSetRow | _ArcRow | _AssessmentRow | _InstallationRow,

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.compliance import Evaluator
-from hotpatch.core.inventory import ARC_TYPE, VM_TYPE, parse_rows
+from hotpatch.core.inventory import parse_rows
 from hotpatch.core.models import Machine, MachineKind, MalformedMachine, State
 from hotpatch.core.policy import Policy
+from hotpatch.core.resource_types import ARC_MACHINE, VIRTUAL_MACHINE
 from hotpatch.data import shipped_image_catalog, shipped_release_catalog
 from tests.builders import (
     NOW,
@@ -233,7 +234,7 @@ def _verdict_key(index: int, row: Any) -> str | None:
     no usable id); None for any other row."""
     if not isinstance(row, dict) or not isinstance(row.get("type"), str):
         return None
-    if row["type"].casefold() not in {VM_TYPE, ARC_TYPE}:
+    if row["type"].casefold() not in {VIRTUAL_MACHINE, ARC_MACHINE}:
         return None
     value = row.get("id")
     return value.casefold() if isinstance(value, str) and value else f"(row {index})"
