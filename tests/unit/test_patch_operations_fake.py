@@ -269,7 +269,28 @@ def test_a_machine_reference_survives_its_own_id(
     assert MachineRef.parse(ref.id.upper()).key == ref.key
 
 
-@given(st.text(max_size=200))
+@st.composite
+def _written_ids(draw: st.DrawFn) -> tuple[str, MachineRef]:
+    """A machine's id as someone may write it: in any case, a trailing slash, spaces around."""
+    kind = draw(st.sampled_from([MachineKind.VM, MachineKind.ARC]))
+    ref = MachineRef(
+        subscription=draw(_segment), resource_group=draw(_segment), name=draw(_segment), kind=kind
+    )
+    text = draw(st.sampled_from([ref.id, ref.id.lower(), ref.id.upper()]))
+    text += draw(st.sampled_from(["", "/"]))
+    return draw(st.sampled_from(["", " ", "\t"])) + text + draw(st.sampled_from(["", "\n"])), ref
+
+
+@given(_written_ids())
+def test_a_machine_id_written_in_any_case_or_with_a_trailing_slash_reads_as_its_machine(
+    written: tuple[str, MachineRef],
+) -> None:
+    text, ref = written
+    parsed = MachineRef.parse(text)
+    assert (parsed.key, parsed.kind, parsed.name.lower()) == (ref.key, ref.kind, ref.name.lower())
+
+
+@given(st.text(max_size=200) | _written_ids().map(lambda written: written[0]))
 def test_any_text_is_either_a_machine_id_or_a_value_error(text: str) -> None:
     try:
         ref = MachineRef.parse(text)
@@ -301,7 +322,8 @@ def test_the_maximum_duration_must_be_positive_and_under_3h55m(
     duration: timedelta, accepted: bool
 ) -> None:
     if accepted:
-        assert InstallParameters(reboot_setting="Never", maximum_duration=duration)
+        parameters = InstallParameters(reboot_setting="Never", maximum_duration=duration)
+        assert parameters.maximum_duration == duration
     else:
         with pytest.raises(ValidationError, match="maximum_duration"):
             InstallParameters(reboot_setting="Never", maximum_duration=duration)
