@@ -10,15 +10,15 @@ domain words and returns one `OperationOutcome` per machine, whatever happened t
 - every poller awaited to its end with the service's `Retry-After` honoured (azure-core does
   that); an operation still running at `operation_timeout` is recorded as `timed_out` with the
   poller's continuation token, and `resume` finishes it later; nothing is fire-and-forget;
-- writes paced per subscription. ARM throttles writes per subscription (429 + `Retry-After`).
-  azure-core's retry policy waits out a 429, but only for the request that got it: the other
-  operations of a large run would keep meeting 429s. So a pipeline policy paces every write
-  attempt (retries included) to a configured budget, stops starting after the
-  `x-ms-ratelimit-remaining-subscription-writes` header says the window is spent (then one
-  write at a time probes for the reset), and holds the subscription's new starts until a 429
-  answered to a write has passed its `Retry-After` (ARM budgets reads apart from writes, so a
-  throttled status poll holds nothing). A start waits for its pace before its request is handed
-  to the SDK, so cancelling a run while starts wait there sends nothing more.
+- writes paced per subscription (`hotpatch.azure.write_pacing`): a start waits for its pace
+  before its request is handed to the SDK, so cancelling a run while starts wait sends nothing;
+- failures translated by one table (`START_FAILURES`) into the machine's outcome.
+
+Naming: the adapter follows DESIGN's batch design rather than the Azure SDK's one-resource
+verbs. `assess`/`install` take many machines and await every long-running operation to its
+end (no `begin_*` handle escapes: each poller's continuation token is recorded in the
+outcome instead, and `resume` follows it), because a batch that returned pollers would leave
+the caller to await thousands of them under the same concurrency and pacing rules.
 
 Azure Arc machines (`Microsoft.HybridCompute/machines`) take the same operations through the
 Hybrid Compute resource provider, which azure-mgmt-compute cannot address: they are `skipped`.
@@ -30,14 +30,10 @@ import asyncio
 import contextlib
 import io
 import logging
-import math
 import ssl
-import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
@@ -45,11 +41,25 @@ import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     AzureError,
+    ClientAuthenticationError,
+    DecodeError,
     HttpResponseError,
+    IncompleteReadError,
+    ODataV4Error,
     ResourceExistsError,
+    ResourceModifiedError,
     ResourceNotFoundError,
+    ResourceNotModifiedError,
+    ResponseNotReadError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
+    StreamClosedError,
+    StreamConsumedError,
+    TooManyRedirectsError,
 )
-from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.polling import AsyncLROPoller
@@ -63,6 +73,16 @@ from azure.mgmt.compute.models import (
     WindowsParameters,
 )
 
+from hotpatch.azure.responses import error_details, lookup, status_code
+from hotpatch.azure.write_pacing import (
+    PERMIT_OPTION,
+    READ_METHODS,
+    WRITES_REMAINING_HEADER,
+    PacingPolicy,
+    WriteBudget,
+    WritePacer,
+    WritePermit,
+)
 from hotpatch.core.models import MachineKind
 from hotpatch.ports.patch_operations import (
     Clock,
@@ -93,13 +113,6 @@ __all__ = [
 ]
 
 ARM_ENDPOINT = "https://management.azure.com"
-#: ARM's count of writes the subscription has left in the current throttling window.
-WRITES_REMAINING_HEADER = "x-ms-ratelimit-remaining-subscription-writes"
-#: How long to hold a subscription after a 429 that names no Retry-After (ARM always does).
-_DEFAULT_THROTTLE_HOLD = 5.0
-_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-#: The per-call option (and then pipeline context key) carrying a start's `_WritePermit`.
-_PERMIT = "hotpatch_write_permit"
 
 _log = logging.getLogger(__name__)
 
@@ -112,20 +125,6 @@ _Poller = (
     AsyncLROPoller[VirtualMachineAssessPatchesResult]
     | AsyncLROPoller[VirtualMachineInstallPatchesResult]
 )
-
-
-@dataclass(frozen=True, slots=True)
-class WriteBudget:
-    """The writes the client lets itself start per subscription: at most `limit` in any
-    `window` (+ `margin`, which covers the delay between sending and ARM counting)."""
-
-    limit: int = 200
-    window: timedelta = timedelta(seconds=20)
-    margin: timedelta = timedelta(seconds=1)
-
-    def __post_init__(self) -> None:
-        if self.limit < 1 or self.window <= timedelta(0) or self.margin < timedelta(0):
-            raise ValueError("a write budget needs limit >= 1, a positive window, margin >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +178,7 @@ class _Attempt:
     tally: _Tally
     started: datetime
     #: Leave to send the start request (a new operation; a resumed one sends none).
-    permit: _WritePermit | None = None
+    permit: WritePermit | None = None
     poller: _Poller | None = None
 
     @property
@@ -197,7 +196,7 @@ class _Tally:
     throttled: int = 0
 
     def observe(self, response: PipelineResponse[Any, Any]) -> None:
-        if response.http_request.method.upper() not in _READ_METHODS:
+        if response.http_request.method.upper() not in READ_METHODS:
             self.attempts += 1
         if response.http_response.status_code == 429:
             self.throttled += 1
@@ -234,7 +233,7 @@ class ComputePatchOperations:
         self._factory = client_factory or self._client_for
         self._clock = clock or utc_now
         self._clients: dict[str, ComputeManagementClient] = {}
-        self._pacers: dict[str, _WritePacer] = {}
+        self._pacers: dict[str, WritePacer] = {}
         self._subscription_slots: dict[str, asyncio.Semaphore] = {}
         self._slots: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -398,7 +397,7 @@ class ComputePatchOperations:
         client: ComputeManagementClient,
         job: _Job,
         tally: _Tally,
-        permit: _WritePermit | None,
+        permit: WritePermit | None,
     ) -> _Poller:
         machine, operations = job.machine, client.virtual_machines
         options: dict[str, Any] = {
@@ -406,7 +405,7 @@ class ComputePatchOperations:
             "polling_interval": self.limits.poll_interval.total_seconds(),
         }
         if permit is not None:
-            options[_PERMIT] = permit
+            options[PERMIT_OPTION] = permit
         if job.earlier is not None:
             options["continuation_token"] = job.earlier.resume_token
         group, name = machine.resource_group, machine.name
@@ -424,14 +423,14 @@ class ComputePatchOperations:
         key = subscription.lower()
         client = self._clients.get(key)
         if client is None:
-            client = self._factory(subscription, [_PacingPolicy(self._pacer(key))])
+            client = self._factory(subscription, [PacingPolicy(self._pacer(key))])
             self._clients[key] = client
         return client
 
-    def _pacer(self, key: str) -> _WritePacer:
+    def _pacer(self, key: str) -> WritePacer:
         pacer = self._pacers.get(key)
         if pacer is None:
-            pacer = _WritePacer(key, self.limits.write_budget, self._throttled)
+            pacer = WritePacer(key, self.limits.write_budget, self._throttled)
             self._pacers[key] = pacer
         return pacer
 
@@ -542,15 +541,10 @@ class ComputePatchOperations:
         return self._outcome(attempt, OutcomeStatus.ERROR, code, message, resume_token=token)
 
     def _refused(self, attempt: _Attempt, error: AzureError) -> OperationOutcome:
-        code, message = _error_details(error)
-        if isinstance(error, ResourceNotFoundError) or _status_code(error) == 404:
-            status = OutcomeStatus.NOT_FOUND
-        elif isinstance(error, ResourceExistsError) or _status_code(error) == 409:
-            status = OutcomeStatus.CONFLICT
-        elif _status_code(error) == 429:
-            status = OutcomeStatus.THROTTLED
-        else:
-            status = OutcomeStatus.ERROR
+        code, message = error_details(error)
+        status = lookup(START_FAILURES, error)
+        if status is None:
+            status = _STATUS_OUTCOMES.get(status_code(error) or 0, OutcomeStatus.ERROR)
         return self._outcome(attempt, status, code, message)
 
     def _unfinished(
@@ -561,14 +555,14 @@ class ComputePatchOperations:
         return self._outcome(attempt, status, code, message, resume_token=token)
 
     def _polling_failed(self, attempt: _Attempt, error: AzureError) -> OperationOutcome:
-        code, message = _error_details(error)
+        code, message = error_details(error)
         if isinstance(error.__cause__, OperationFailed):
             # Azure said the operation failed: it has ended, there is nothing to resume.
             return self._outcome(attempt, OutcomeStatus.FAILED, code, message)
-        if _status_code(error) == 404:
+        if status_code(error) == 404:
             # The status URL is gone (Azure keeps it for a while only): it cannot be resumed.
             return self._outcome(attempt, OutcomeStatus.NOT_FOUND, code, message)
-        status = OutcomeStatus.THROTTLED if _status_code(error) == 429 else OutcomeStatus.ERROR
+        status = OutcomeStatus.THROTTLED if status_code(error) == 429 else OutcomeStatus.ERROR
         # The operation was started and may still run: keep its token so it is not lost.
         return self._unfinished(attempt, status, code, message)
 
@@ -628,6 +622,37 @@ def install_body(parameters: InstallParameters) -> VirtualMachineInstallPatchesP
     )
 
 
+#: The one translation of azure-core's exceptions for a start request that failed: the
+#: machine's outcome, or None to read it from the HTTP status (`_STATUS_OUTCOMES`). Every
+#: class azure-core defines is listed (a test walks `azure.core.exceptions`). Whatever the
+#: failure, it is this machine's outcome and the batch goes on.
+START_FAILURES: Mapping[type[AzureError], OutcomeStatus | None] = {
+    AzureError: OutcomeStatus.ERROR,
+    HttpResponseError: None,
+    ClientAuthenticationError: None,
+    ResourceNotFoundError: OutcomeStatus.NOT_FOUND,
+    ResourceExistsError: OutcomeStatus.CONFLICT,
+    ResourceModifiedError: None,
+    ResourceNotModifiedError: None,
+    ODataV4Error: None,
+    DecodeError: None,
+    IncompleteReadError: OutcomeStatus.ERROR,
+    TooManyRedirectsError: OutcomeStatus.ERROR,
+    # Lost on the way, after azure-core's own retries: the operation may or may not exist.
+    ServiceRequestError: OutcomeStatus.ERROR,
+    ServiceRequestTimeoutError: OutcomeStatus.ERROR,
+    ServiceResponseError: OutcomeStatus.ERROR,
+    ServiceResponseTimeoutError: OutcomeStatus.ERROR,
+    StreamClosedError: OutcomeStatus.ERROR,
+    StreamConsumedError: OutcomeStatus.ERROR,
+    ResponseNotReadError: OutcomeStatus.ERROR,
+}
+_STATUS_OUTCOMES = {
+    404: OutcomeStatus.NOT_FOUND,
+    409: OutcomeStatus.CONFLICT,
+    429: OutcomeStatus.THROTTLED,
+}
+
 _RESULT_STATUS = {
     "succeeded": OutcomeStatus.SUCCEEDED,
     "completedwithwarnings": OutcomeStatus.COMPLETED_WITH_WARNINGS,
@@ -647,222 +672,3 @@ def _text(value: object) -> str:
     if value is None:
         return ""
     return str(getattr(value, "value", value))
-
-
-def _status_code(error: AzureError) -> int | None:
-    return error.status_code if isinstance(error, HttpResponseError) else None
-
-
-def _error_details(error: AzureError) -> tuple[str, str]:
-    """ARM's error code and message when it sent them; else the exception's kind and text."""
-    if isinstance(error, HttpResponseError):
-        body = error.error
-        if body is not None and body.code:
-            return body.code, body.message or str(error.reason or "")
-        if error.status_code is not None:
-            return f"Http{error.status_code}", str(error.reason or error.message)
-    return type(error).__name__, str(error.message).splitlines()[0] if error.message else ""
-
-
-# -- write pacing ---------------------------------------------------------------------------------
-
-
-class _WritePacer:
-    """One subscription's write pace, shared by all its requests.
-
-    Three rules, the strictest wins: no more than the budget in any window (a sliding log of
-    send times); after ARM said the window is spent (remaining writes, less the writes still
-    unanswered, at 0), one write at a time until one is accepted again; after a 429 answered
-    to a write, nothing until its Retry-After has passed. A 429 answered to a read (a status
-    poll) spends ARM's read budget, not the write budget: it is recorded and holds nothing;
-    azure-core's retry policy waits it out for that request.
-    """
-
-    def __init__(
-        self,
-        subscription: str,
-        budget: WriteBudget | None,
-        on_throttle: Callable[[str, float, bool], None],
-    ) -> None:
-        self._subscription = subscription
-        self._limit = budget.limit if budget else None
-        self._span = (budget.window + budget.margin).total_seconds() if budget else 0.0
-        self._on_throttle = on_throttle
-        self._sent: deque[float] = deque()
-        self._hold_until = 0.0
-        #: Writes ARM still allows in its window, less those sent since; None when unknown.
-        self._left: int | None = None
-        self._in_flight = 0
-        self._turn = asyncio.Lock()
-        self._changed = asyncio.Event()
-
-    def delay(self) -> float:
-        """Seconds until a write may go; infinite while a probe is out."""
-        now = time.monotonic()
-        delay = self._hold_until - now
-        if self._limit is not None:
-            while self._sent and self._sent[0] <= now - self._span:
-                self._sent.popleft()
-            if len(self._sent) >= self._limit:
-                delay = max(delay, self._sent[0] + self._span - now)
-        if self._left is not None and self._left <= 0 and self._in_flight > 0:
-            return math.inf
-        return delay
-
-    async def ready(self) -> None:
-        while (delay := self.delay()) > 0:
-            await self._wait(delay)
-
-    async def before_write(self) -> None:
-        # One writer at a time decides, in arrival order, so the budget is never overdrawn.
-        # Cancelled while waiting, it has counted nothing.
-        async with self._turn:
-            await self.ready()
-            self._in_flight += 1
-            if self._limit is not None:
-                self._sent.append(time.monotonic())
-            if self._left is not None:
-                self._left -= 1
-
-    async def permit(self) -> _WritePermit:
-        """Wait for the pace and count one write, as `before_write`, for a request not yet
-        handed to the SDK: its first attempt spends the permit instead of waiting again."""
-        await self.before_write()
-        return _WritePermit(self)
-
-    def observe(self, status: int, headers: Mapping[str, str], write: bool) -> None:
-        if write:
-            self._in_flight -= 1
-        if status == 429:
-            retry_after = _retry_after(headers)
-            if write:
-                self._hold_until = max(self._hold_until, time.monotonic() + retry_after)
-                # After the hold ARM opens a new window: what it said before no longer holds.
-                self._left = None
-            self._on_throttle(self._subscription, retry_after, write)
-        elif write:
-            remaining = _int_header(headers, WRITES_REMAINING_HEADER)
-            if remaining is not None:
-                # Writes still unanswered may not have been counted yet: assume they were not.
-                self._left = remaining - self._in_flight
-        self._changed.set()
-
-    def write_lost(self) -> None:
-        """A write counted by `before_write` got no answer at all (connection error,
-        cancellation) or was never sent."""
-        self._in_flight -= 1
-        self._changed.set()
-
-    async def _wait(self, delay: float) -> None:
-        self._changed.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(None if math.isinf(delay) else delay):
-                await self._changed.wait()
-
-
-class _WritePermit:
-    """One start request's leave to go, taken from the pacer before the request is handed to
-    the SDK, and what became of the request since.
-
-    The request's first attempt spends it; retries are paced on their own. A permit never
-    spent goes back to the pacer (`release`). Once `abandoned` (the run was cancelled), an
-    attempt not yet sent is not sent at all.
-    """
-
-    def __init__(self, pacer: _WritePacer) -> None:
-        self._pacer = pacer
-        self._held = True
-        self.abandoned = False
-        #: An attempt was handed to the transport.
-        self.sent = False
-        #: The latest answer was a 429: no operation was started by it.
-        self.refused = False
-
-    def spend(self) -> bool:
-        """True for the attempt that spends the permit; False once spent or released."""
-        held, self._held = self._held, False
-        return held
-
-    def release(self) -> None:
-        """Give an unspent permit back (its write was counted but is not sent)."""
-        if self.spend():
-            self._pacer.write_lost()
-
-    def release_after(self, _: object) -> None:
-        """`release`, as a done callback of the task sending the request."""
-        self.release()
-
-
-class _StartAbandonedError(Exception):
-    """A start request of a cancelled run is not sent (a first attempt, or a retry)."""
-
-
-class _PacingPolicy(AsyncHTTPPolicy[HttpRequest, AsyncHttpResponse]):
-    """Runs after azure-core's retry policy, so it paces and observes every attempt."""
-
-    def __init__(self, pacer: _WritePacer) -> None:
-        super().__init__()
-        self._pacer = pacer
-
-    async def send(
-        self, request: PipelineRequest[HttpRequest]
-    ) -> PipelineResponse[HttpRequest, AsyncHttpResponse]:
-        write = request.http_request.method.upper() not in _READ_METHODS
-        permit = _permit_of(request)
-        if write:
-            if permit is not None and permit.abandoned:
-                permit.release()
-                raise _StartAbandonedError(
-                    "the run was cancelled before this start request was sent"
-                )
-            if permit is None or not permit.spend():
-                await self._pacer.before_write()
-            if permit is not None:
-                permit.sent = True
-        try:
-            response = await self.next.send(request)
-        except BaseException:
-            if write:
-                self._pacer.write_lost()
-            raise
-        answer = response.http_response
-        self._pacer.observe(answer.status_code, answer.headers, write)
-        if write and permit is not None:
-            permit.refused = answer.status_code == 429
-        return response
-
-
-def _permit_of(request: PipelineRequest[HttpRequest]) -> _WritePermit | None:
-    """The start's permit: given as a per-call option (which must not reach the transport),
-    kept in the pipeline context for the request's retries. Status polls carry it too."""
-    permit = request.context.options.pop(_PERMIT, None)
-    if isinstance(permit, _WritePermit):
-        request.context[_PERMIT] = permit
-        return permit
-    kept = request.context.get(_PERMIT)
-    return kept if isinstance(kept, _WritePermit) else None
-
-
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
-    value = headers.get(name)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _retry_after(headers: Mapping[str, str]) -> float:
-    """Seconds to wait, from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
-    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
-        value = headers.get(name)
-        if value:
-            with contextlib.suppress(ValueError):
-                return max(0.0, float(value) / 1000)
-    value = headers.get("Retry-After")
-    if value:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(value))
-        with contextlib.suppress(TypeError, ValueError):
-            moment = parsedate_to_datetime(value)
-            return max(0.0, moment.timestamp() - time.time())
-    return _DEFAULT_THROTTLE_HOLD

@@ -13,23 +13,46 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from importlib import resources
 from typing import Any
 
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
+    DecodeError,
     HttpResponseError,
+    IncompleteReadError,
+    ODataV4Error,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ResourceNotModifiedError,
+    ResponseNotReadError,
     ServiceRequestError,
+    ServiceRequestTimeoutError,
     ServiceResponseError,
+    ServiceResponseTimeoutError,
+    StreamClosedError,
+    StreamConsumedError,
+    TooManyRedirectsError,
 )
 from azure.core.rest import HttpRequest
 from azure.mgmt.core.exceptions import ARMErrorFormat
 from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
+from hotpatch.azure.responses import (
+    error_message,
+    first_line,
+    headers_of,
+    lookup,
+    retry_after,
+    status_code,
+)
 from hotpatch.errors import (
     AzureAccessError,
     AzureUnavailableError,
@@ -74,6 +97,47 @@ def query_batches(scope: Scope) -> list[dict[str, list[str]]]:
     return [{}]
 
 
+class _Answer(Enum):
+    """What a query does about a failure (see QUERY_FAILURES)."""
+
+    #: The credential could not get a token (or the service said 401/403): AzureAccessError.
+    SIGN_IN = "sign_in"
+    #: An HTTP answer: 429 waits Retry-After, 401/403 is access, 400 a rejected query, 5xx is
+    #: retried with backoff, anything else AzureUnavailableError.
+    BY_STATUS = "by_status"
+    #: The request or its answer was lost on the way: retried with backoff (queries only read).
+    RETRY = "retry"
+    #: Nothing a retry can mend: AzureUnavailableError naming the failure.
+    FAIL = "fail"
+
+
+#: The one translation of azure-core's exceptions for Resource Graph queries, in the manner of
+#: httpx's `map_httpcore_exceptions`: every class azure-core defines is listed (a test walks
+#: `azure.core.exceptions`); `lookup` falls back to the nearest listed base for new ones.
+QUERY_FAILURES: Mapping[type[AzureError], _Answer] = {
+    AzureError: _Answer.FAIL,
+    HttpResponseError: _Answer.BY_STATUS,
+    ClientAuthenticationError: _Answer.SIGN_IN,
+    ResourceNotFoundError: _Answer.BY_STATUS,
+    ResourceExistsError: _Answer.BY_STATUS,
+    ResourceModifiedError: _Answer.BY_STATUS,
+    ResourceNotModifiedError: _Answer.BY_STATUS,
+    ODataV4Error: _Answer.BY_STATUS,
+    TooManyRedirectsError: _Answer.FAIL,
+    # A body that does not decode was cut off on the way (or came from something else).
+    DecodeError: _Answer.RETRY,
+    IncompleteReadError: _Answer.RETRY,
+    ServiceRequestError: _Answer.RETRY,
+    ServiceRequestTimeoutError: _Answer.RETRY,
+    ServiceResponseError: _Answer.RETRY,
+    ServiceResponseTimeoutError: _Answer.RETRY,
+    StreamClosedError: _Answer.RETRY,
+    # The SDK read a body twice, or not at all: a bug, not the network.
+    StreamConsumedError: _Answer.FAIL,
+    ResponseNotReadError: _Answer.FAIL,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How hard one page is tried before the sweep gives up with a clear error."""
@@ -116,6 +180,9 @@ class ResourceGraphInventory:
     def _scope_pages(self, scope: Scope, stats: InventoryStats) -> Iterator[list[dict[str, Any]]]:
         counted = 0  # totals of the batches before this one (1000 subscriptions a query)
         for batch in query_batches(scope):
+            for name in self._unreadable(batch, stats):
+                if name not in stats.skipped_scopes:
+                    stats.skipped_scopes.append(name)
             batch_total = 0
             for page, total in self._pages(batch, stats):
                 rows = [row for joined in page for row in export_rows(joined)]
@@ -153,73 +220,6 @@ class ResourceGraphInventory:
             if not skip_token:
                 return
 
-    def _query(
-        self, request: QueryRequest, stats: InventoryStats
-    ) -> tuple[dict[str, Any], dict[str, str]]:
-        """One page, retried: quota pacing first, then 429, 5xx and dropped connections."""
-        failures = throttles = 0
-        while True:
-            wait = self._quota.wait(self._monotonic())
-            if wait > 0:
-                stats.quota_waits += 1
-                stats.quota_wait_seconds += wait
-                self._sleep(wait)
-            stats.requests += 1
-            try:
-                body, headers = self._send(request)
-            except ClientAuthenticationError as error:
-                # A subclass of HttpResponseError: it must be caught first.
-                raise AzureAccessError(
-                    f"could not sign in to Azure: {str(error).splitlines()[0]}; the identity "
-                    "needs Reader on the scope"
-                ) from error
-            except HttpResponseError as error:
-                status = error.status_code or 0
-            for name in self._unreadable(batch, stats):
-                if name not in stats.skipped_scopes:
-                    stats.skipped_scopes.append(name)
-                headers = _headers_of(error)
-                self._pace(headers)
-                if status == 429:
-                    throttles += 1
-                    if throttles > self.retry.throttled_attempts:
-                        raise ThrottledError(
-                            f"Resource Graph still throttled after {throttles} tries; "
-                            "another client may be using the same identity's quota"
-                        ) from error
-                    stats.retries["throttled"] += 1
-                    wait = _retry_after(headers) or self._backoff(throttles)
-                    stats.throttle_wait_seconds += wait
-                    self._sleep(wait)
-                    continue
-                if status in (401, 403):
-                    raise AzureAccessError(
-                        f"Resource Graph refused access ({status}): {_message(error)}; "
-                        "the identity needs Reader on the scope"
-                    ) from error
-                if status == 400:
-                    raise QueryRejectedError(
-                        f"Resource Graph rejected the query: {_message(error)}"
-                    ) from error
-                if status >= 500:
-                    failures += 1
-                    self._give_up_after(failures, f"server error {status}", error)
-                    stats.retries["server_error"] += 1
-                    self._sleep(_retry_after(headers) or self._backoff(failures))
-                    continue
-                raise AzureUnavailableError(
-                    f"Resource Graph answered {status}: {_message(error)}"
-                ) from error
-            except (ServiceRequestError, ServiceResponseError) as error:
-                failures += 1
-                self._give_up_after(failures, "connection failure", error)
-                stats.retries["connection"] += 1
-                self._sleep(self._backoff(failures))
-                continue
-            self._pace(headers)
-            return body, headers
-
-    def _send(self, request: QueryRequest) -> tuple[dict[str, Any], dict[str, str]]:
     def _unreadable(self, batch: dict[str, list[str]], stats: InventoryStats) -> list[str]:
         """The batch's subscriptions Resource Graph cannot read, as scope ids.
 
@@ -245,6 +245,75 @@ class ResourceGraphInventory:
         }
         return [f"/subscriptions/{s}" for s in requested if s.lower() not in visible]
 
+    def _query(
+        self, request: QueryRequest, stats: InventoryStats
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """One page, retried: quota pacing first, then 429, 5xx and dropped connections."""
+        failures = throttles = 0
+        while True:
+            wait = self._quota.wait(self._monotonic())
+            if wait > 0:
+                stats.quota_waits += 1
+                stats.quota_wait_seconds += wait
+                self._sleep(wait)
+            stats.requests += 1
+            try:
+                body, headers = self._send(request)
+            except AzureError as error:
+                answer = lookup(QUERY_FAILURES, error)
+                status = status_code(error)
+                if answer is _Answer.SIGN_IN and status not in (401, 403):
+                    raise AzureAccessError(
+                        f"could not sign in to Azure: {first_line(error)}; the identity "
+                        "needs Reader on the scope"
+                    ) from error
+                if answer is _Answer.RETRY:
+                    failures += 1
+                    self._give_up_after(failures, "connection failure", error)
+                    stats.retries["connection"] += 1
+                    self._sleep(self._backoff(failures))
+                    continue
+                if answer is _Answer.FAIL or status is None:
+                    raise AzureUnavailableError(
+                        f"Resource Graph query failed ({type(error).__name__}): "
+                        f"{first_line(error) or 'no detail'}"
+                    ) from error
+                headers = headers_of(error) if isinstance(error, HttpResponseError) else {}
+                self._pace(headers)
+                if status == 429:
+                    throttles += 1
+                    if throttles > self.retry.throttled_attempts:
+                        raise ThrottledError(
+                            f"Resource Graph still throttled after {throttles} tries; "
+                            "another client may be using the same identity's quota"
+                        ) from error
+                    stats.retries["throttled"] += 1
+                    wait = retry_after(headers) or self._backoff(throttles)
+                    stats.throttle_wait_seconds += wait
+                    self._sleep(wait)
+                    continue
+                if status in (401, 403):
+                    raise AzureAccessError(
+                        f"Resource Graph refused access ({status}): {error_message(error)}; "
+                        "the identity needs Reader on the scope"
+                    ) from error
+                if status == 400:
+                    raise QueryRejectedError(
+                        f"Resource Graph rejected the query: {error_message(error)}"
+                    ) from error
+                if status >= 500:
+                    failures += 1
+                    self._give_up_after(failures, f"server error {status}", error)
+                    stats.retries["server_error"] += 1
+                    self._sleep(retry_after(headers) or self._backoff(failures))
+                    continue
+                raise AzureUnavailableError(
+                    f"Resource Graph answered {status}: {error_message(error)}"
+                ) from error
+            self._pace(headers)
+            return body, headers
+
+    def _send(self, request: QueryRequest) -> tuple[dict[str, Any], dict[str, str]]:
         """One POST through the client's own pipeline (credential, ARM policies, transport).
 
         Not `client.resources()`: its model deserializer walks every value of `data` (declared
@@ -261,7 +330,13 @@ class ResourceGraphInventory:
         if response.status_code >= 400:
             raise HttpResponseError(response=response, error_format=ARMErrorFormat)
         headers = {key.lower(): value for key, value in response.headers.items()}
-        return response.json(), headers
+        try:
+            body = response.json()
+        except ValueError as error:
+            raise DecodeError("Resource Graph answered with a body that is not JSON") from error
+        if not isinstance(body, dict):
+            raise DecodeError("Resource Graph answered with JSON that is not an object")
+        return body, headers
 
     def _give_up_after(self, failures: int, what: str, error: Exception) -> None:
         if failures >= self.retry.attempts:
@@ -321,21 +396,6 @@ class _QuotaWindow:
         return max(0.0, self.reset_at - now)
 
 
-def _headers_of(error: HttpResponseError) -> dict[str, str]:
-    response: Any = error.response
-    if response is None:
-        return {}
-    return {str(k).lower(): str(v) for k, v in response.headers.items()}
-
-
-def _retry_after(headers: dict[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
 def _hh_mm_ss(text: str) -> float:
     """`00:00:03` -> 3.0; Resource Graph writes the reset as hh:mm:ss."""
     try:
@@ -343,21 +403,6 @@ def _hh_mm_ss(text: str) -> float:
     except ValueError:
         return 0.0
     return hours * 3600 + minutes * 60 + seconds
-
-
-def _message(error: HttpResponseError) -> str:
-    """Resource Graph's own words: the innermost detail message says what is wrong."""
-    inner = getattr(error, "error", None)
-    messages: list[str] = []
-    if inner is not None:
-        if getattr(inner, "message", None):
-            messages.append(str(inner.message))
-        for detail in getattr(inner, "details", None) or []:
-            if getattr(detail, "message", None):
-                messages.append(str(detail.message))
-    if not messages:
-        return str(error.message or error).splitlines()[0]
-    return " / ".join(messages[-2:]) if len(messages) > 1 else messages[0]
 
 
 def export_rows(joined: dict[str, Any]) -> list[dict[str, Any]]:
