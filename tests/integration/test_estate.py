@@ -819,7 +819,7 @@ def test_read_export_accepts_a_bare_list_and_the_rest_shape(tmp_path: Path) -> N
     [
         (b'[{"id": "a",', "not valid JSON at line 1"),
         (b"", "not valid JSON"),
-        (b"\xff\xfe\x00garbage", "not"),
+        (b"\xff\xfe\x00garbage", "not valid JSON at line 1, column 1"),
         (b'"rows"', "expected a JSON list of rows or an object"),
         (b'{"value": []}', 'an object with a "data" list'),
         (b'{"data": {"columns": [], "rows": []}}', "resultFormat objectArray"),

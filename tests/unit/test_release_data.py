@@ -272,7 +272,7 @@ def test_a_duplicate_month_names_the_file_the_month_and_the_entries(tmp_path: Pa
         ),
         pytest.param(
             lambda p: p.write_bytes('{"$comment": "café", "releases": []}'.encode("latin-1")),
-            "releases.json",
+            "not UTF-8 text (byte 17",
             id="not-utf-8",
         ),
         pytest.param(lambda p: None, "cannot read", id="missing-file"),
@@ -379,7 +379,7 @@ def test_a_bad_image_file_names_the_file_the_entry_and_the_field(
         ),
         pytest.param(
             lambda p: p.write_bytes('{"$comment": "café", "hotpatchable": []}'.encode("latin-1")),
-            "images.json",
+            "not UTF-8 text (byte 17",
             id="not-utf-8",
         ),
         pytest.param(lambda p: None, "cannot read", id="missing-file"),
