@@ -119,25 +119,49 @@ class WindowQuota:
 
     Each key's window opens with its first request and lasts `window_seconds`; a request that
     finds the window spent is refused and does not count.
+
+    Keys are bearer tokens (or subscriptions) a client chooses, so the map is bounded: windows
+    are kept in the order they opened, expired ones are dropped as requests come, and past
+    `max_keys` the oldest open window is dropped too (that key starts a fresh window).
     """
 
-    def __init__(self, quota: Quota, monotonic: Callable[[], float]) -> None:
+    def __init__(
+        self, quota: Quota, monotonic: Callable[[], float], max_keys: int = 10_000
+    ) -> None:
         self.quota = quota
+        self.max_keys = max_keys
         self._monotonic = monotonic
+        #: key -> (window start, requests counted); insertion order is window-start order.
         self._windows: dict[str, tuple[float, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._windows)
 
     def take(self, key: str) -> QuotaDecision:
         now = self._monotonic()
+        self._drop_expired(now)
         start, used = self._windows.get(key, (now, 0))
         if now - start >= self.quota.window_seconds:
             start, used = now, 0
         resets_after = max(0.0, start + self.quota.window_seconds - now)
         if used >= self.quota.limit:
-            self._windows[key] = (start, used)
             return QuotaDecision(False, 0, resets_after)
         used += 1
+        if used == 1:
+            # A new window: it goes to the end, so the oldest windows stay at the front.
+            self._windows.pop(key, None)
         self._windows[key] = (start, used)
+        while len(self._windows) > self.max_keys:
+            del self._windows[next(iter(self._windows))]
         return QuotaDecision(True, self.quota.limit - used, resets_after)
+
+    def _drop_expired(self, now: float) -> None:
+        window = self.quota.window_seconds
+        while self._windows:
+            oldest = next(iter(self._windows))
+            if now - self._windows[oldest][0] < window:
+                return
+            del self._windows[oldest]
 
 
 class Fault(StrEnum):

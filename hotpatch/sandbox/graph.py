@@ -26,7 +26,7 @@ import duckdb
 import duckdb_kql
 
 from hotpatch.bulk import collector_paused
-from hotpatch.sandbox.kql_guard import QueryRefusedError, vet
+from hotpatch.sandbox.kql_guard import REFUSED, QueryRefusedError, vet
 from hotpatch.sandbox.query_limits import (
     QueryLimits,
     QueryStoppedError,
@@ -246,6 +246,8 @@ class GraphStore:
         self._scratch = tempfile.mkdtemp(prefix="hotpatch-sandbox-")
         self._con = _locked_down_connection(self.limits, self._scratch)
         self._watchdog = Watchdog(self.limits)
+        #: Queries stopped, by why (time, memory, client gone).
+        self.stopped: dict[StopReason, int] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -497,9 +499,9 @@ class GraphStore:
                 f"SELECT {select} FROM ({sql}) AS _q LIMIT {limits.max_rows + 1}", parameters
             ).fetchall()
             ticket.check()
-        except duckdb.InterruptException as error:
-            raise _stopped(ticket, limits) from error
-        except QueryStoppedError as error:
+        except (duckdb.InterruptException, QueryStoppedError) as error:
+            reason = ticket.reason or StopReason.CLIENT_GONE
+            self.stopped[reason] = self.stopped.get(reason, 0) + 1
             raise _stopped(ticket, limits) from error
         except duckdb.OutOfMemoryException as error:
             raise QueryError("limit", _TOO_MUCH_MEMORY) from error
@@ -516,6 +518,11 @@ class GraphStore:
             )
         columns = tuple(Column(n, _column_type(t)) for n, t in zip(names, types, strict=True))
         return QueryResult(columns, [_finite_json(str(r[0])) for r in rows])
+
+    @property
+    def running_queries(self) -> int:
+        """Queries running now, on any worker."""
+        return self._watchdog.running
 
     def _parse(self, sql: str) -> str:
         found = self._cursor().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
@@ -737,6 +744,9 @@ def _safe_message(error: duckdb.Error) -> str:
     """DuckDB's message, unless it could speak of files, paths or the catalog."""
     if isinstance(error, (duckdb.PermissionException, duckdb.IOException, duckdb.HTTPException)):
         return "The query cannot run in the sandbox."
+    if isinstance(error, duckdb.CatalogException) and "Table with name" in str(error):
+        # The same answer for every name that is not a table here: a file, a variable, a view.
+        return REFUSED.format(tables=", ".join(sorted(QUERY_TABLES)))
     # Only the first line: the next ones suggest names from the catalog ("Did you mean ...").
     return _first_line(str(error))
 

@@ -130,6 +130,12 @@ class Watchdog:
                 self._thread.start()
             self._lock.notify()
 
+    @property
+    def running(self) -> int:
+        """Queries running now."""
+        with self._lock:
+            return len(self._running)
+
     def leave(self, ticket: QueryTicket) -> None:
         with self._lock:
             self._running.discard(ticket)
