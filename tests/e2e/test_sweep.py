@@ -49,8 +49,10 @@ def test_a_sandbox_sweep_gives_the_verdicts_evaluate_gives_on_the_exported_estat
         swept = sweep(sandbox_inventory(sandbox), Scope(), RULES, now=AS_OF)
     assert swept.evaluation.summary.total == len(estate.machine_ids()) >= 10_000
     assert judged(swept.evaluation.verdicts) == judged(from_file.verdicts)
-    # One query row per machine or Flexible scale set, 1000 to a page.
-    assert swept.inventory.pages == -(-len(estate.resources) // 1000)
+    # One query row per machine or Flexible scale set (Uniform instances from computeresources),
+    # 1000 to a page.
+    query_rows = len(estate.resources) + len(estate.computeresources)
+    assert swept.inventory.pages == -(-query_rows // 1000)
 
 
 def test_with_server_errors_and_429_bursts_every_machine_is_accounted_for_once(
