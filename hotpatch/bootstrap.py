@@ -9,12 +9,15 @@ so that importing this module (or the CLI) loads none of it.
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from hotpatch.errors import ConfigurationError
 from hotpatch.ports import Clock, Inventory, PatchOperations, Scope
@@ -106,6 +109,7 @@ def sandbox_target(endpoint: SandboxEndpoint, *, as_of: datetime | None = None) 
     from hotpatch.azure.credentials import AsyncStaticTokenCredential, StaticTokenCredential
 
     _check_ca_file(endpoint.ca_file)
+    _check_reachable(endpoint)
     with _target(
         StaticTokenCredential(),
         AsyncStaticTokenCredential,
@@ -174,3 +178,35 @@ def _check_ca_file(path: Path) -> None:
         raise ConfigurationError(
             f"sandbox CA file {path}: not a PEM certificate (the CA that `sandbox serve` printed)"
         )
+
+
+def _check_reachable(endpoint: SandboxEndpoint, timeout: float = 5.0) -> None:
+    """One TLS handshake with the sandbox before any work: a wrong URL or CA is the operator's
+    to fix (ConfigurationError), not an outage to retry with backoff for a minute."""
+    parts = urlsplit(endpoint.base_url)
+    host, port = parts.hostname or "", parts.port or 443
+    try:
+        context = ssl.create_default_context(cafile=str(endpoint.ca_file))
+    except (ssl.SSLError, ValueError) as error:
+        raise ConfigurationError(
+            f"sandbox CA file {endpoint.ca_file}: not a usable certificate ({error})"
+        ) from error
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            pass
+    except ssl.SSLCertVerificationError as error:
+        raise ConfigurationError(
+            f"sandbox {endpoint.base_url}: its certificate is not signed by "
+            f"{endpoint.ca_file} ({error.verify_message})"
+        ) from error
+    except ssl.SSLError as error:
+        raise ConfigurationError(
+            f"sandbox {endpoint.base_url}: no TLS handshake ({error.reason or error})"
+        ) from error
+    except OSError as error:
+        raise ConfigurationError(
+            f"sandbox {endpoint.base_url}: cannot connect: {error.strerror or error}"
+        ) from error

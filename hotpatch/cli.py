@@ -29,6 +29,7 @@ from hotpatch import __version__, bootstrap, files
 from hotpatch.bootstrap import SandboxEndpoint, Target, World
 from hotpatch.bulk import collector_off_for_good
 from hotpatch.core.calendar import YearMonth
+from hotpatch.core.compliance import Summary
 from hotpatch.core.eligibility import image_eligibility
 from hotpatch.core.models import ImageRef, OsFamily
 from hotpatch.errors import AzureServiceError, HotpatchError, PartialScopeError
@@ -95,9 +96,13 @@ def _moment(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO-8601 time (e.g. 2026-02-20T12:00Z)"
+        ) from None
+    except OverflowError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is outside the calendar ({_calendar_range()})"
         ) from None
     if not FIRST_MONTH <= YearMonth.of(value) <= LAST_MONTH:
         raise argparse.ArgumentTypeError(f"{text!r} is outside the calendar ({_calendar_range()})")
@@ -420,6 +425,15 @@ class _Out:
             else _stdout_console()
         )
         self.status = _stderr_console()
+        self._notes: list[str] = []
+        self._summary: Summary | None = None
+
+    def note(self, text: str) -> None:
+        """A status line, said once the report is safely out (a failure says only itself)."""
+        self._notes.append(text)
+
+    def catalog_notice(self, summary: Summary) -> None:
+        self._summary = summary
 
     def write(self, text: str) -> None:
         if self._buffer is not None:
@@ -428,11 +442,14 @@ class _Out:
             sys.stdout.write(text)
 
     def close(self, what: str) -> None:
-        if self.output is None or self._buffer is None:
-            return
-        files.write_whole(self.output, self._buffer.getvalue())
-        # The document went to the file: stdout has nothing else to carry.
-        _stdout_console().print(f"wrote {what} to {escape(str(self.output))}")
+        if self.output is not None and self._buffer is not None:
+            files.write_whole(self.output, self._buffer.getvalue())
+            # The document went to the file: stdout has nothing else to carry.
+            _stdout_console().print(f"wrote {what} to {escape(str(self.output))}")
+        if self._summary is not None:
+            print_catalog_notice(self.status, self._summary)
+        for note in self._notes:
+            self.status.print(f"hotpatch: {escape(note)}", style="yellow", highlight=False)
 
 
 # -- calendar, check-image, evaluate --------------------------------------------------------------
@@ -504,9 +521,9 @@ def _evaluate(args: argparse.Namespace, world: World) -> int:
         for note in notes:
             out.console.print(f"[yellow]{escape(note)}[/]")
     else:
-        print_catalog_notice(out.status, result.summary)
+        out.catalog_notice(result.summary)
         for note in notes:
-            out.status.print(f"hotpatch: {escape(note)}", style="yellow")
+            out.note(note)
         if args.format == "json":
             document = report_json(
                 result.verdicts,
@@ -698,10 +715,10 @@ def _run_sweep(
         args.report_dir, f"sweep-{now:%Y%m%dT%H%M%SZ}", ".json", json.dumps(document, indent=1)
     )
     if args.format != "table":
-        print_catalog_notice(out.status, evaluation.summary)
+        out.catalog_notice(evaluation.summary)
         for note in _input_notes(evaluation):
-            out.status.print(f"hotpatch: {escape(note)}", style="yellow")
-        out.status.print(f"hotpatch: full report: {escape(str(report))}", style="dim")
+            out.note(note)
+        out.note(f"full report: {report}")
     if args.command == "sweep":
         if args.format == "json":
             out.write(json.dumps(document, indent=1) + "\n")
@@ -871,7 +888,13 @@ def _serve(args: argparse.Namespace, world: World, status: Console) -> int:
                 sandbox = stack.enter_context(running_sandbox(estate, config))
             except (RuntimeError, OSError) as error:
                 # A busy or forbidden port, an unwritable state directory: not an outage.
-                raise UsageError(f"the sandbox could not start: {_one_line(error)}") from error
+                said = _one_line(error)
+                prefix = (
+                    ""
+                    if said.startswith("the sandbox could not start")
+                    else "the sandbox could not start: "
+                )
+                raise UsageError(prefix + said) from error
             stdout = sys.stdout
             _say(stdout, f"hotpatch sandbox listening on {sandbox.base_url}")
             _say(stdout, f"CA certificate: {sandbox.ca_path}")

@@ -115,15 +115,28 @@ def sweep(
     pager = inventory.list_machines(scope)
     verdicts: list[Verdict] = []
     rows = ignored = 0
+    duplicates: list[str] = []
+    # A machine is judged once even when two pages name it (ids compare without regard to
+    # case): the parser catches repeats within a page, this set those across pages.
+    seen: set[str] = set()
     for page in pager.by_page():
         with collector_paused():
             parsed = parse_rows(page)
-            verdicts.extend(evaluator.evaluate_all(parsed))
+            judged = evaluator.evaluate_all(parsed)
+        for verdict in judged:
+            key = verdict.id.casefold()
+            if key in seen:
+                duplicates.append(verdict.id)
+            else:
+                seen.add(key)
+                verdicts.append(verdict)
         rows += parsed.rows
         ignored += parsed.ignored
+        duplicates.extend(parsed.duplicates)
         if on_progress is not None:
             on_progress(pager.stats.progress())
-    evaluation = Evaluation(now, verdicts, summarize(verdicts, evaluator.staleness), rows, ignored)
+    summary = summarize(verdicts, evaluator.staleness)
+    evaluation = Evaluation(now, verdicts, summary, rows, ignored, tuple(duplicates))
     return Sweep(scope.describe(), evaluation, pager.stats, monotonic() - started)
 
 

@@ -105,12 +105,12 @@ def test_a_missing_ca_file_is_a_one_line_usage_error(
     assert err.strip() == f"hotpatch: error: --sandbox-ca {tmp_path / 'no'}: no such file"
 
 
-def test_an_unreachable_sandbox_is_an_azure_failure_with_exit_3(
+def test_an_unreachable_sandbox_url_is_a_usage_error_not_retried_as_an_outage(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, start_sandbox: Callable[..., Sandbox]
 ) -> None:
     sandbox = start_sandbox(None)
     url, ca = sandbox.base_url, str(sandbox.ca_path)
-    sandbox.stop()  # nothing listens there any more: every retry meets a refused connection
+    sandbox.stop()  # nothing listens there any more: a wrong URL, not an Azure outage (issue 8)
     argv = [
         "sweep",
         "--sandbox-url",
@@ -120,7 +120,7 @@ def test_an_unreachable_sandbox_is_an_azure_failure_with_exit_3(
         "--report-dir",
         str(tmp_path),
     ]
-    assert main(argv, environ={}) == 3
+    assert main(argv, environ={}) == 2
     _, err = capsys.readouterr()
-    assert err.strip().startswith("hotpatch: azure: Resource Graph query failed")
+    assert err.strip().startswith(f"hotpatch: error: sandbox {url}: cannot connect")
     assert len(err.strip().splitlines()) == 1
