@@ -61,3 +61,17 @@ class AzureUnavailableError(AzureServiceError):
 class PartialScopeError(AzureServiceError):
     """A configured subscription or management group could not be read: the sweep reported
     the rest, and fails unless the operator accepts a partial answer (`--allow-partial`)."""
+
+
+class StoreError(HotpatchError):
+    """The compliance store failed (disk full, unreachable, unreadable): nothing new may start,
+    and every record it acknowledged before is kept."""
+
+
+class StoreConflictError(StoreError):
+    """Another writer got there first: the journal key exists, the record changed since it was
+    read, or another snapshot became latest meanwhile."""
+
+
+class LeaseHeldError(StoreConflictError):
+    """The lease is held by another holder until it expires; the message says whom and when."""

@@ -24,6 +24,7 @@ from hotpatch.ports.patch_operations import (
     OutcomeStatus,
     PatchOperations,
 )
+from hotpatch.ports.store import Store as Store  # the records: hotpatch.ports.store
 
 __all__ = [
     "Clock",
