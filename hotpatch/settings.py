@@ -79,6 +79,12 @@ class Settings(BaseModel):
     managed_identity_client_id: str | None = Field(
         default=None, description="client id of a user-assigned managed identity"
     )
+    store: str = Field(
+        default=".hotpatch/store",
+        min_length=1,
+        description="the compliance store: a directory, sqlite:///path, an https:// blob "
+        "endpoint or a storage connection string (hotpatch.store.open_store)",
+    )
 
     @field_validator("subscriptions", "management_groups", mode="before")
     @classmethod
