@@ -100,11 +100,14 @@ def azure_target(settings: Settings) -> Iterator[Target]:
 
 
 @contextmanager
-def sandbox_target(endpoint: SandboxEndpoint, *, as_of: datetime | None = None) -> Iterator[Target]:
+def sandbox_target(
+    endpoint: SandboxEndpoint, *, scope: Scope | None = None, as_of: datetime | None = None
+) -> Iterator[Target]:
     """A running sandbox (`hotpatch sandbox serve`), through the same real adapters over TLS.
 
-    The sandbox takes any token, and serves every subscription of its estate: the scope is the
-    tenant. ConfigurationError when the CA file cannot be read: a wrong path is not an outage.
+    The sandbox takes any token; `scope` is asked of it as of Azure (default: the tenant, its
+    whole estate). ConfigurationError when the CA file cannot be read or the sandbox does not
+    answer TLS with it: a wrong path or URL is not an outage.
     """
     from hotpatch.azure.credentials import AsyncStaticTokenCredential, StaticTokenCredential
 
@@ -115,7 +118,7 @@ def sandbox_target(endpoint: SandboxEndpoint, *, as_of: datetime | None = None) 
         AsyncStaticTokenCredential,
         base_url=endpoint.base_url,
         ca_file=endpoint.ca_file,
-        scope=Scope(),
+        scope=scope or Scope(),
         sandbox=endpoint,
         as_of=as_of,
     ) as target:

@@ -577,12 +577,10 @@ def _target(args: argparse.Namespace, world: World, status: Console) -> Iterator
     if args.sandbox_ca is not None and not args.sandbox_url:
         raise UsageError("--sandbox-ca goes with --sandbox-url")
     settings = world.settings
-    if (args.sandbox or args.sandbox_url) and (
-        settings.subscriptions or settings.management_groups
-    ):
+    if args.sandbox and (settings.subscriptions or settings.management_groups):
         which = "HOTPATCH_SUBSCRIPTIONS" if settings.subscriptions else "HOTPATCH_MANAGEMENT_GROUPS"
         status.print(
-            f"hotpatch: note: the sandbox ignores {which}: it sweeps its whole estate",
+            f"hotpatch: note: --sandbox ignores {which}: it sweeps its whole generated estate",
             style="yellow",
         )
     if args.sandbox:
@@ -603,7 +601,7 @@ def _target(args: argparse.Namespace, world: World, status: Console) -> Iterator
         if not args.sandbox_ca.is_file():
             raise UsageError(f"--sandbox-ca {args.sandbox_ca}: no such file")
         endpoint = SandboxEndpoint(_sandbox_url(args.sandbox_url), args.sandbox_ca)
-        with bootstrap.sandbox_target(endpoint) as target:
+        with bootstrap.sandbox_target(endpoint, scope=bootstrap.scope_of(settings)) as target:
             yield target
     else:
         with bootstrap.azure_target(settings) as target:
