@@ -426,6 +426,24 @@ class _Generator:
         self.security_type = _Mix(SECURITY_TYPE_SHARES)
         self.location = _Mix(LOCATIONS)
         self.tenant = self.guid()
+        self._template: dict[str, Any] = {
+            "id": None,
+            "name": None,
+            "type": None,
+            "tenantId": self.tenant,
+            "kind": "",
+            "location": None,
+            "resourceGroup": None,
+            "subscriptionId": None,
+            "managedBy": "",
+            "sku": None,
+            "plan": None,
+            "properties": None,
+            "tags": None,
+            "identity": None,
+            "zones": None,
+            "extendedLocation": None,
+        }
         self.resources: list[dict[str, Any]] = []
         self.assessments: list[dict[str, Any]] = []
         self.installations: list[dict[str, Any]] = []
@@ -547,25 +565,16 @@ class _Generator:
         `az graph query` or the portal has them: `kind` "" and `managedBy` "" unless a caller
         sets them, the other columns null until a caller fills them in.
         https://learn.microsoft.com/azure/governance/resource-graph/concepts/query-language"""
-        group = place.group
-        return {
-            "id": row_id,
-            "name": name,
-            "type": kind,
-            "tenantId": self.tenant,
-            "kind": "",
-            "location": place.location,
-            "resourceGroup": group.resource_group,
-            "subscriptionId": group.subscription,
-            "managedBy": "",
-            "sku": None,
-            "plan": None,
-            "properties": properties,
-            "tags": None,
-            "identity": None,
-            "zones": None,
-            "extendedLocation": None,
-        }
+        # Copying a template and setting the varying columns beats a 16-key dict literal.
+        row = self._template.copy()
+        row["id"] = row_id
+        row["name"] = name
+        row["type"] = kind
+        row["location"] = place.location
+        row["resourceGroup"] = place.group.resource_group
+        row["subscriptionId"] = place.group.subscription
+        row["properties"] = properties
+        return row
 
     def vm(
         self,
