@@ -755,6 +755,8 @@ def test_splitting_the_rows_of_an_estate_gives_it_back(releases: ReleaseCatalog)
                     st.sampled_from(
                         [
                             "microsoft.compute/virtualmachines",
+                            "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
+                            "microsoft.compute/virtualmachinescalesets/virtualmachines/x",
                             "MICROSOFT.COMPUTE/VIRTUALMACHINES/PATCHASSESSMENTRESULTS",
                             "x/patchinstallationresults/softwarepatches",
                             "x/patchassessmentresults/other",
