@@ -1,6 +1,7 @@
 """The compliance store: `open_store(HOTPATCH_STORE)` builds the one the setting names.
 
-- `sqlite:///path/to/store.db`, or a directory (`store.db` and `snapshots/` inside it): the
+- `sqlite:///relative/store.db` or `sqlite:////absolute/store.db` (as SQLAlchemy writes
+  them), or a directory (`store.db` and `snapshots/` inside it): the
   embedded store, the default; nothing to install.
 - `https://<account>.blob.core.windows.net`: the Azure store on that account, signed in with
   `DefaultAzureCredential` (or the user-assigned managed identity named).
@@ -37,8 +38,9 @@ def open_store(
 
         return MemoryStore(retention=retention)
     if text.startswith("sqlite:"):
-        path = text.removeprefix("sqlite:").removeprefix("//")
-        if not path or path == "/":
+        # As SQLAlchemy reads it: sqlite:///relative/store.db, sqlite:////absolute/store.db.
+        path = text.removeprefix("sqlite:").removeprefix("//").removeprefix("/")
+        if not path or path.endswith("/"):
             raise ConfigurationError(
                 f"HOTPATCH_STORE: {setting!r} names no database (sqlite:///path/to/store.db)"
             )
