@@ -31,6 +31,7 @@ from hotpatch.core.models import (
     Verdict,
     machine_profile,
     parse_build,
+    signal_facts,
 )
 from hotpatch.core.policy import Policy
 from hotpatch.core.reasons import ReasonCode
@@ -88,10 +89,15 @@ class Evaluator:
         #: An assessment older than this is stale.
         self._stale_before = now - policy.assessment_max_age
         # Decisions, and the two costly steps inside one, each made once per distinct input.
-        self._decisions: dict[tuple[object, ...], Decision] = {}
+        # Decisions by profile, then by the patch facts. Hashing a profile (a long tuple) on
+        # every machine was the largest cost of evaluating: interned profiles are found by
+        # identity instead, each kept alive by its entry so that its id is never reused.
+        self._by_profile: dict[Profile, dict[tuple[object, ...], Decision]] = {}
+        self._by_identity: dict[int, tuple[Profile, dict[tuple[object, ...], Decision]]] = {}
         self._eligibilities: dict[tuple[object, ...], Eligibility] = {}
         self._builds: dict[tuple[OsFamily, str], tuple[BuildPosition | None, tuple[Finding, ...]]]
         self._builds = {}
+        self._signals: dict[tuple[object, ...], tuple[Reason, ...]] = {}
 
     def _context(self, os: OsFamily) -> OsContext:
         in_force = self.calendar.in_force(os, self.now)
@@ -124,7 +130,9 @@ class Evaluator:
             return Verdict(
                 machine, Decision(State.UNKNOWN, Action.INVESTIGATE, (reason,), False, None)
             )
-        return self._judge(machine, machine_profile(machine), assessment, installation)
+        profile = machine_profile(machine)
+        decisions = self._by_profile.setdefault(profile, {})
+        return self._judge(machine, profile, decisions, assessment, installation)
 
     def evaluate_all(self, inventory: ParsedInventory) -> list[Verdict]:
         """Every machine of a parsed inventory, joined with its patch summaries."""
@@ -133,23 +141,34 @@ class Evaluator:
             inventory.assessments,
             inventory.installations,
         )
-        judge, evaluate = self._judge, self.evaluate
+        judge, evaluate, decisions_of = self._judge, self.evaluate, self._decisions_of
         return [
             evaluate(machine)
-            if isinstance(machine, MalformedMachine)
+            if isinstance(machine, MalformedMachine) or profile is None
             else judge(
                 machine,
-                profile or machine_profile(machine),
+                profile,
+                decisions_of(profile),
                 assessments.get(machine.id),
                 installations.get(machine.id),
             )
             for machine, profile in zip(machines, inventory.profiles, strict=True)
         ]
 
+    def _decisions_of(self, profile: Profile) -> dict[tuple[object, ...], Decision]:
+        """The decisions of machines with this (interned) profile, found by identity."""
+        entry = self._by_identity.get(id(profile))
+        if entry is not None and entry[0] is profile:
+            return entry[1]
+        decisions = self._by_profile.setdefault(profile, {})
+        self._by_identity[id(profile)] = (profile, decisions)
+        return decisions
+
     def _judge(
         self,
         machine: Machine,
         profile: Profile,
+        decisions: dict[tuple[object, ...], Decision],
         assessment: AssessmentSummary | None,
         installation: InstallationSummary | None,
     ) -> Verdict:
@@ -157,13 +176,13 @@ class Evaluator:
         restart_required = installation is not None and _install_needs_restart(
             assessment, installation
         )
+        other = 0
         if assessment is None:
-            facts: tuple[object, ...] = (profile, restart_required)
+            facts: tuple[object, ...] = (restart_required,)
         else:
             # One C call for the fields: pydantic attribute access takes CPython's slow path.
             last, status, critical, security, reboot, other = _assessment_facts(assessment.__dict__)
             facts = (
-                profile,
                 restart_required,
                 last is None,
                 last is not None and last < self._stale_before,
@@ -171,18 +190,27 @@ class Evaluator:
                 critical,
                 security,
                 reboot,
-                other,
+                other > 0,
             )
-        decision = self._decisions.get(facts)
+        decision = decisions.get(facts)
         if decision is None:
             # A verdict depends on these facts alone, and a fleet shares few combinations of
             # them: decide each combination once.
             decision = self._decide(
                 machine, self._eligibility(machine, profile), assessment, restart_required
             )
-            self._decisions[facts] = decision
-        tags = machine.tags
-        return Verdict(machine, decision, assessment, tags.get(self._ring_tag) if tags else None)
+            decisions[facts] = decision
+        fields = machine.__dict__
+        tags = fields["tags"]
+        ring = tags.get(self._ring_tag) if tags else None
+        if not decision.eligible or fields["kind"] is not MachineKind.VM:
+            return Verdict(machine, decision, assessment, ring)
+        # Signals only explain: keyed on the few facts they read, made once per combination.
+        key = (signal_facts(fields), other)
+        signals = self._signals.get(key)
+        if signals is None:
+            signals = self._signals[key] = _machine_signals(machine, assessment)
+        return Verdict(machine, decision, assessment, ring, signals)
 
     def _eligibility(self, machine: Machine, profile: Profile) -> Eligibility:
         found = self._eligibilities.get(profile)
@@ -251,7 +279,7 @@ class Evaluator:
             releases_behind=position.releases_behind if position else None,
             expected_build=_full_build(context.in_force.build) if context else None,
             grace_ends=context.grace_ends if context else None,
-            signals=_signals(machine, verdict_of_eligibility, assessment),
+            signals=verdict_of_eligibility.signals,
             next_restart=next_restart,
             restart_cause=restart_cause,
         )
@@ -277,8 +305,8 @@ class Evaluator:
             return self.now, "off the cycle: installing the current baseline restarts it"
         if assessment is not None and assessment.restart_capable > 0:
             return self.now, (
-                f"{assessment.restart_capable} non-security update(s) available (.NET, drivers, "
-                "rollups) can restart it when installed, even in a hotpatch month"
+                "non-security updates available (.NET, drivers, rollups) can restart it when "
+                "installed, even in a hotpatch month"
             )
         slot = context.next_restart
         kind = "end of the hotpatch program" if not slot.in_program else slot.kind.value
@@ -448,13 +476,10 @@ _assessment_facts = itemgetter(
 )
 
 
-def _signals(
-    machine: Machine, verdict_of_eligibility: Eligibility, assessment: AssessmentSummary | None
-) -> tuple[Reason, ...]:
-    """Facts that explain a verdict without changing it (stale assessments, skipped installs)."""
-    signals = list(verdict_of_eligibility.signals)
-    if machine.kind is not MachineKind.VM:
-        return tuple(signals)
+def _machine_signals(machine: Machine, assessment: AssessmentSummary | None) -> tuple[Reason, ...]:
+    """Facts of an eligible VM that explain a verdict without changing it (stale assessments,
+    skipped installs, restarts to expect)."""
+    signals: list[Reason] = []
     mode = machine.assessment_mode
     if mode is not None and mode.casefold() != PLATFORM_ASSESSMENT:
         signals.append(

@@ -118,7 +118,6 @@ class _VmRow(_ResourceRow):
     bypass_platform_safety_checks: bool | None = _at(
         *_PATCH, "automaticByPlatformSettings", "bypassPlatformSafetyChecksOnUserSchedule"
     )
-    reboot_setting: str | None = _at(*_PATCH, "automaticByPlatformSettings", "rebootSetting")
     security_type: str | None = _at("securityProfile", "securityType")
 
 

@@ -185,8 +185,6 @@ class Machine(Record):
     #: `automaticByPlatformSettings.bypassPlatformSafetyChecksOnUserSchedule`: true means
     #: installs run only on the customer's Update Manager schedule.
     bypass_platform_safety_checks: bool | None = None
-    #: `automaticByPlatformSettings.rebootSetting`.
-    reboot_setting: str | None = None
     #: `securityProfile.securityType` (TrustedLaunch, ConfidentialVM; absent is Standard).
     security_type: str | None = None
     #: "Uniform" for Uniform scale sets and their instances.
@@ -226,12 +224,21 @@ class Machine(Record):
 
 #: The fields that say *which* machine it is rather than *what* it is. No rule reads them.
 IDENTITY_FIELDS = frozenset({"id", "name", "subscription_id", "tags"})
+#: Facts that only explain a verdict (signals), never decide it: kept out of the profile, so a
+#: fleet still shares few decisions (see `signal_facts`).
+SIGNAL_FIELDS = ("assessment_mode", "bypass_platform_safety_checks", "security_type")
 
 #: What a machine is: every field but its identity (see `machine_profile`).
 Profile = tuple[object, ...]
 _PROFILE_FIELDS = itemgetter(
-    *(name for name in Machine.model_fields if name not in IDENTITY_FIELDS | {"image_version"})
+    *(
+        name
+        for name in Machine.model_fields
+        if name not in IDENTITY_FIELDS | {"image_version", *SIGNAL_FIELDS}
+    )
 )
+#: The signal facts of a machine, read from its `__dict__` in one C call.
+signal_facts = itemgetter(*SIGNAL_FIELDS)
 
 
 def machine_profile(machine: Machine) -> Profile:
@@ -333,6 +340,8 @@ class Verdict(NamedTuple):
     decision: Decision
     assessment: AssessmentSummary | None = None
     ring: str | None = None
+    #: Signals of this machine beyond its decision's (assessment mode, schedule, security type).
+    machine_signals: tuple[Reason, ...] = ()
 
     @property
     def id(self) -> str:
@@ -392,7 +401,7 @@ class Verdict(NamedTuple):
 
     @property
     def signals(self) -> tuple[Reason, ...]:
-        return self.decision.signals
+        return self.decision.signals + self.machine_signals
 
     @property
     def next_restart(self) -> datetime | None:
