@@ -1,0 +1,358 @@
+"""What the core hands to reports, word for word: summaries, the catalog's staleness, release
+descriptions, malformed verdicts, and the lookups of catalogs built afresh."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+
+from hotpatch.core.calendar import Calendar, YearMonth, release_instant
+from hotpatch.core.compliance import Evaluator, summarize
+from hotpatch.core.images import ImageCatalog, ImageCatalogFile, ImageEntry
+from hotpatch.core.inventory import parse_rows
+from hotpatch.core.models import (
+    Action,
+    Channel,
+    MalformedMachine,
+    MonthKind,
+    OsFamily,
+    Reason,
+    State,
+    as_utc,
+)
+from hotpatch.core.policy import Policy
+from hotpatch.core.reasons import ReasonCode
+from hotpatch.core.releases import Release, ReleaseCatalog
+from hotpatch.data import shipped_image_catalog, shipped_release_catalog
+from tests.builders import NOW, assessment_row, vm_id, vm_row
+
+SUB = "00000000-0000-0000-0000-000000000001"  # the builders' subscription
+WS2019 = ("MicrosoftWindowsServer", "WindowsServer", "2019-datacenter")
+
+
+def evaluator(now: datetime = NOW) -> Evaluator:
+    return Evaluator(shipped_image_catalog(), Calendar(shipped_release_catalog()), Policy(), now)
+
+
+# -- the summary ---------------------------------------------------------------------------------
+
+
+def test_the_summary_as_a_document_counts_every_machine_once_in_every_roll_up() -> None:
+    rows = [
+        vm_row("a"),
+        assessment_row(vm_id("a")),
+        vm_row("b"),
+        assessment_row(vm_id("b")),
+        vm_row("c", tags={}),  # never assessed, no ring
+        vm_row("d", image=WS2019),
+    ]
+    summary = summarize(evaluator().evaluate_all(parse_rows(rows)))
+    assert summary.as_dict() == {
+        "total": 4,
+        "by_state": {
+            "unknown": 0,
+            "not_eligible": 1,
+            "misconfigured": 0,
+            "assessment_due": 1,
+            "non_compliant": 0,
+            "reboot_pending": 0,
+            "pending": 0,
+            "compliant": 2,
+        },
+        "by_action": {
+            "none": 3,
+            "assess": 1,
+            "install_hotpatch": 0,
+            "install_baseline": 0,
+            "fix_configuration": 0,
+            "investigate": 0,
+        },
+        "by_subscription": {SUB: {"not_eligible": 1, "assessment_due": 1, "compliant": 2}},
+        "by_os": {
+            "(other)": {"not_eligible": 1},
+            "ws2022": {"assessment_due": 1, "compliant": 2},
+        },
+        "by_ring": {
+            "(untagged)": {"assessment_due": 1},
+            "1": {"not_eligible": 1, "compliant": 2},
+        },
+    }
+    assert summary.catalog_staleness is None
+
+
+def test_a_summary_of_nothing_counts_zero_everywhere() -> None:
+    summary = summarize([])
+    assert summary.total == 0
+    assert set(summary.by_state.values()) == {0}
+    assert set(summary.by_action.values()) == {0}
+    assert (summary.by_subscription, summary.by_os, summary.by_ring) == ({}, {}, {})
+
+
+def test_the_summary_carries_the_staleness_it_is_given() -> None:
+    stale = Calendar(shipped_release_catalog()).staleness(release_instant(2026, 6))
+    assert stale is not None
+    assert summarize([], stale).catalog_staleness == stale
+
+
+# -- a malformed record -------------------------------------------------------------------------
+
+
+def test_a_malformed_record_is_unknown_not_eligible_and_investigated_with_its_error() -> None:
+    broken = MalformedMachine("/x/vm9", "vm9", "resource row: tags: not a dictionary", SUB)
+    verdict = evaluator().evaluate(broken)
+    assert (verdict.state, verdict.action, verdict.eligible, verdict.os) == (
+        State.UNKNOWN,
+        Action.INVESTIGATE,
+        False,
+        None,
+    )
+    assert verdict.reasons == (
+        Reason(ReasonCode.MALFORMED_RECORD, "resource row: tags: not a dictionary"),
+    )
+    assert (verdict.subscription_id, verdict.name) == (SUB, "vm9")
+    assert (verdict.release_month, verdict.expected_build, verdict.grace_ends) == (None, None, None)
+
+
+# -- the catalog's horizon ----------------------------------------------------------------------
+
+#: The shipped catalog covers releases through 2026-05; June's shipped 2026-06-09 17:00Z.
+JUNE_RELEASE = datetime(2026, 6, 9, 17, 0, tzinfo=UTC)
+
+
+def test_the_catalog_is_stale_from_the_first_release_instant_past_its_horizon() -> None:
+    calendar = Calendar(shipped_release_catalog())
+    assert calendar.staleness(JUNE_RELEASE - timedelta(seconds=1)) is None
+    stale = calendar.staleness(JUNE_RELEASE)
+    assert stale is not None
+    assert (stale.covers_through, stale.since, stale.releases_missing) == (
+        YearMonth(2026, 5),
+        JUNE_RELEASE,
+        1,
+    )
+    assert stale.as_dict() == {
+        "stale": True,
+        "covers_through": "2026-05",
+        "since": "2026-06-09T17:00:00Z",
+        "releases_missing": 1,
+        "message": (
+            "the release catalog covers releases through 2026-05, but 1 Patch Tuesday "
+            "release(s) have shipped since 2026-06-09: builds newer than the catalog are not "
+            "judged by their build. Update it with `hotpatch catalog update --from URL|FILE "
+            "--write` (HOTPATCH_RELEASE_CATALOG)"
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("now", "missing"),
+    [
+        (datetime(2026, 7, 14, 16, 59, tzinfo=UTC), 1),  # July's release is at 17:00Z
+        (datetime(2026, 7, 14, 17, 0, tzinfo=UTC), 2),
+        (datetime(2026, 12, 31, 23, 59, tzinfo=UTC), 7),
+    ],
+)
+def test_the_releases_missing_are_the_patch_tuesdays_passed_since_the_horizon(
+    now: datetime, missing: int
+) -> None:
+    stale = Calendar(shipped_release_catalog()).staleness(now)
+    assert stale is not None
+    assert stale.releases_missing == missing
+
+
+def test_a_catalog_without_a_horizon_is_never_stale() -> None:
+    assert Calendar(ReleaseCatalog([])).staleness(datetime(2030, 1, 1, tzinfo=UTC)) is None
+
+
+def test_the_evaluator_says_whether_the_catalog_is_stale_at_its_instant() -> None:
+    assert evaluator(NOW).staleness is None
+    stale = evaluator(JUNE_RELEASE).staleness
+    assert stale is not None
+    assert stale.releases_missing == 1
+
+
+def test_staleness_and_forecasts_refuse_a_naive_now() -> None:
+    calendar = Calendar(shipped_release_catalog())
+    naive = datetime(2026, 6, 10, 12, 0)
+    for call in (
+        lambda: calendar.staleness(naive),
+        lambda: calendar.in_force(OsFamily.WS2022, naive),
+        lambda: calendar.restart_forecast(OsFamily.WS2022, naive, 1),
+    ):
+        with pytest.raises(ValueError, match=r"^now must be timezone-aware \(UTC\)$"):
+            call()
+
+
+# -- release descriptions -----------------------------------------------------------------------
+
+
+def _release(**fields: object) -> Release:
+    base: dict[str, object] = {
+        "os": "ws2022",
+        "date": date(2026, 3, 10),
+        "kind": "hotpatch",
+        "build": "20348.4830",
+        "kb": "KB5078737",
+    }
+    return Release.model_validate({**base, **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "described"),
+    [
+        ({}, "KB5078737 (build 10.0.20348.4830, the hotpatch of 2026-03)"),
+        (
+            {"date": date(2026, 1, 13), "kind": "baseline", "build": "20348.4648"},
+            "KB5078737 (build 10.0.20348.4648, the baseline of 2026-01)",
+        ),
+        (
+            {"kind": "unplanned_baseline"},
+            "KB5078737 (build 10.0.20348.4830, the unplanned baseline of 2026-03)",
+        ),
+        (
+            {"kind": None, "channel": "regular", "build": "20348.4893", "kb": None},
+            "KB not recorded (build 10.0.20348.4893, the regular cumulative update of 2026-03)",
+        ),
+        (
+            {"kind": None, "channel": "regular", "date": date(2026, 4, 19), "out_of_band": True},
+            "KB5078737 (build 10.0.20348.4830, the regular out-of-band update of 2026-04-19)",
+        ),
+        (
+            {"date": date(2026, 1, 24), "out_of_band": True},
+            "KB5078737 (build 10.0.20348.4830, the hotpatch-track out-of-band update of "
+            "2026-01-24)",
+        ),
+    ],
+    ids=["hotpatch", "baseline", "unplanned", "regular", "regular oob", "track oob"],
+)
+def test_a_release_describes_itself_as_an_operator_reads_it(
+    fields: dict[str, object], described: str
+) -> None:
+    assert _release(**fields).describe() == described
+
+
+# -- the release catalog -------------------------------------------------------------------------
+
+
+def test_the_latest_release_of_an_os_is_its_newest_on_the_hotpatch_track() -> None:
+    shipped = shipped_release_catalog()
+    catalog = ReleaseCatalog(shipped.releases, shipped.covers_through)
+    latest = catalog.latest(OsFamily.WS2022)
+    assert latest is not None
+    # May 2026's regular cumulative update (20348.5139) is newer, but not on the track.
+    assert (latest.month, latest.build, latest.channel) == (
+        "2026-05",
+        "20348.5074",
+        Channel.HOTPATCH,
+    )
+    only_ws2022 = ReleaseCatalog([r for r in shipped.releases if r.os is OsFamily.WS2022])
+    assert only_ws2022.latest(OsFamily.WS2025) is None
+
+
+def test_without_a_stated_horizon_the_catalog_covers_the_newest_month_every_os_has() -> None:
+    shipped = shipped_release_catalog()
+    through_march_for_ws2025 = [
+        r for r in shipped.releases if r.os is OsFamily.WS2022 or r.date < date(2026, 4, 1)
+    ]
+    assert ReleaseCatalog(through_march_for_ws2025).covers_through == YearMonth(2026, 3)
+    assert ReleaseCatalog(shipped.releases).covers_through == YearMonth(2026, 5)
+    assert ReleaseCatalog([]).covers_through is None
+
+
+def test_two_patch_tuesday_releases_of_one_os_in_one_month_are_refused() -> None:
+    twice = [_release(), _release(build="20348.4831", kb="KB5078738")]
+    with pytest.raises(ValueError, match=r"^two releases for ws2022 in 2026-03$"):
+        ReleaseCatalog(twice)
+
+
+# -- the calendar -------------------------------------------------------------------------------
+
+
+def test_months_are_consecutive_slots_from_the_start() -> None:
+    calendar = Calendar(shipped_release_catalog())
+    slots = calendar.months(OsFamily.WS2022, YearMonth(2025, 12), 3)
+    assert [(str(s.month), s.kind, s.kb) for s in slots] == [
+        ("2025-12", MonthKind.HOTPATCH, "KB5071413"),
+        ("2026-01", MonthKind.BASELINE, "KB5073457"),
+        ("2026-02", MonthKind.HOTPATCH, "KB5075943"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("after", "baseline"),
+    [((2026, 3), (2026, 4)), ((2026, 4), (2026, 7)), ((2025, 12), (2026, 1))],
+)
+def test_the_next_baseline_is_the_first_restart_release_after_a_month(
+    after: tuple[int, int], baseline: tuple[int, int]
+) -> None:
+    calendar = Calendar(shipped_release_catalog())
+    slot = calendar.next_baseline_after(OsFamily.WS2022, YearMonth(*after))
+    assert (slot.month, slot.restart) == (YearMonth(*baseline), True)
+
+
+def test_a_program_has_ended_once_its_last_release_is_superseded() -> None:
+    # WS2022's program runs through 2027-10; November 2027's release ships 2027-11-09 18:00Z.
+    calendar = Calendar(shipped_release_catalog())
+    superseded = datetime(2027, 11, 9, 18, 0, tzinfo=UTC)
+    assert calendar.program_ended(OsFamily.WS2022, superseded - timedelta(seconds=1)) is None
+    assert calendar.program_ended(OsFamily.WS2022, superseded) == YearMonth(2027, 10)
+    assert calendar.program_ended(OsFamily.WS2025, superseded) is None  # no end announced
+
+
+# -- times read as UTC --------------------------------------------------------------------------
+
+
+def test_a_time_without_a_zone_is_read_as_utc_and_any_other_zone_converted() -> None:
+    assert as_utc(datetime(2026, 2, 14, 5, 0)) == datetime(2026, 2, 14, 5, 0, tzinfo=UTC)
+    plus_two = datetime(2026, 2, 14, 5, 0, tzinfo=timezone(timedelta(hours=2)))
+    converted = as_utc(plus_two)
+    assert (converted, converted.tzinfo) == (datetime(2026, 2, 14, 3, 0, tzinfo=UTC), UTC)
+
+
+# -- an image catalog built afresh --------------------------------------------------------------
+
+
+def test_an_image_catalog_finds_each_kind_of_entry_whatever_the_case() -> None:
+    catalog = ImageCatalog(
+        ImageCatalogFile(
+            hotpatchable=[ImageEntry(publisher="Pub", offer="Offer", sku="Hot-2025", os="ws2025")],
+            not_hotpatchable=[
+                ImageEntry(
+                    publisher="Pub",
+                    offer="Offer",
+                    sku="Desk-2022",
+                    os="ws2022",
+                    code=ReasonCode.AZURE_EDITION_DESKTOP_2022,
+                    reason="use the -hotpatch SKUs",
+                ),
+                ImageEntry(publisher="Pub", offer="Offer", sku="Plain"),
+            ],
+            preview=[ImageEntry(publisher="Pub", offer="Previews")],
+        )
+    )
+    hot = catalog.match("PUB", "offer", "hot-2025")
+    assert (hot.os, hot.reason, hot.preview) == (OsFamily.WS2025, None, False)
+    desk = catalog.match("pub", "OFFER", "DESK-2022")
+    assert (desk.os, desk.reason) == (
+        OsFamily.WS2022,
+        Reason(ReasonCode.AZURE_EDITION_DESKTOP_2022, "use the -hotpatch SKUs"),
+    )
+    plain = catalog.match("pub", "offer", "plain")
+    assert (plain.os, plain.reason) == (
+        None,
+        Reason(ReasonCode.SKU_NOT_HOTPATCHABLE, "SKU plain cannot be hotpatched"),
+    )
+    preview = catalog.match("PUB", "PREVIEWS", "anything-2022")
+    assert (preview.os, preview.preview) == (OsFamily.WS2022, True)
+    assert preview.reason == Reason(
+        ReasonCode.PREVIEW_OFFER,
+        "PREVIEWS/anything-2022 is a preview offer, not in Microsoft's supported hotpatch list; "
+        "counted only when the allow-preview-images policy is on",
+    )
+    unknown = catalog.match("Other", "Offer", "Hot-2025")
+    assert (unknown.os, unknown.preview) == (None, False)
+    assert unknown.reason == Reason(
+        ReasonCode.SKU_NOT_HOTPATCHABLE,
+        "Other/Offer/Hot-2025 is not a hotpatch image; supported: the Windows Server 2022/2025 "
+        "Datacenter: Azure Edition hotpatch SKUs",
+    )
