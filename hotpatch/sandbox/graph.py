@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -246,6 +247,8 @@ class GraphStore:
         self._scratch = tempfile.mkdtemp(prefix="hotpatch-sandbox-")
         self._con = _locked_down_connection(self.limits, self._scratch)
         self._watchdog = Watchdog(self.limits)
+        # A store nobody closes still gives back its watchdog thread and scratch directory.
+        weakref.finalize(self, _release, self._watchdog, self._scratch)
         #: Queries stopped, by why (time, memory, client gone).
         self.stopped: dict[StopReason, int] = {}
         self._lock = threading.Lock()
@@ -272,8 +275,7 @@ class GraphStore:
                 cursor.close()
             self._cursors.clear()
         self._con.close()
-        self._watchdog.close()
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        _release(self._watchdog, self._scratch)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         # A DuckDB connection must not be shared between threads; each thread keeps its own
@@ -712,6 +714,11 @@ def _locked_down_connection(limits: QueryLimits, scratch: str) -> duckdb.DuckDBP
     con.execute(f"SET GLOBAL allowed_directories = [{_sql_string(scratch)}]")
     con.execute("SET GLOBAL enable_external_access = false")
     return con
+
+
+def _release(watchdog: Watchdog, scratch: str) -> None:
+    watchdog.close()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _reserved_names(con: duckdb.DuckDBPyConnection) -> frozenset[str]:

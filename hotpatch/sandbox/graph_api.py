@@ -249,8 +249,10 @@ class ResourceGraphProtocol:
         try:
             result = await asyncio.shield(future)
         except asyncio.CancelledError:
-            # The client went away: nobody is waiting for this result any more.
+            # The client went away: nobody is waiting for this result any more. The worker
+            # ends with QueryStoppedError, which nobody reads either.
             ticket.stop(StopReason.CLIENT_GONE)
+            future.add_done_callback(_forget_outcome)
             raise
         except QueryError as error:
             raise AnswerNowError(json_response(400, self._query_error(error), headers)) from error
@@ -372,6 +374,11 @@ def _run_query(
     ticket: QueryTicket,
 ) -> QueryResult:
     return store.query(query, subscriptions, table, now, ticket)
+
+
+def _forget_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def graph_throttled(now: datetime) -> dict[str, Any]:
