@@ -9,7 +9,6 @@ records its transitions), so a sweep that dies half-way leaves "latest" where it
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -225,7 +224,7 @@ class EmbeddedStore:
                         machine_id,
                         before,
                         after,
-                        json.dumps(codes),
+                        ",".join(codes),  # reason codes hold no comma
                     )
                     for machine_id, before, after, codes in moves
                 ),
@@ -270,7 +269,7 @@ class EmbeddedStore:
                 to_state=after,
                 at=datetime.strptime(str(at), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
                 run_id=str(run_id),
-                reasons=tuple(json.loads(str(reasons))),
+                reasons=tuple(str(reasons).split(",")) if reasons else (),
             )
             for mid, before, after, at, run_id, reasons in found
         ]

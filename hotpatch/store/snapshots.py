@@ -18,7 +18,7 @@ import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hotpatch.core.models import Action, OsFamily, Reason, State
@@ -65,8 +65,17 @@ def digest(machine_id: str) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _time(value: datetime | None) -> int | None:
+    """Microseconds since the epoch: exact, and ten times cheaper than isoformat()."""
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
+
+
+def _from_time(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
 def encode_row(row: VerdictRow) -> list[Any]:
@@ -78,10 +87,10 @@ def encode_row(row: VerdictRow) -> list[Any]:
         row.os,
         row.ring,
         dict(row.tags) if row.tags else None,
-        row.state.value,
-        row.action.value,
+        row.state,  # a StrEnum: json writes it as its value
+        row.action,
         row.eligible,
-        [[reason.code, reason.message] for reason in row.reasons],
+        [[reason.code, reason.message] for reason in row.reasons] if row.reasons else (),
         row.build,
         row.release_month,
         _time(row.last_assessed),
@@ -117,8 +126,8 @@ class RowDecoder:
             reasons=tuple(decoded),
             build=item[11],
             release_month=item[12],
-            last_assessed=None if item[13] is None else datetime.fromisoformat(item[13]),
-            next_restart=None if item[14] is None else datetime.fromisoformat(item[14]),
+            last_assessed=_from_time(item[13]),
+            next_restart=_from_time(item[14]),
         )
 
 
@@ -141,6 +150,18 @@ def decode_chunk(data: bytes, decoder: RowDecoder) -> list[VerdictRow]:
 
 #: Reads bytes [start, end) of a snapshot's data.
 RangeReader = Callable[[int, int], bytes]
+
+
+def iter_items(info: SnapshotInfo, read: RangeReader) -> Iterator[list[Any]]:
+    """The encoded rows of a snapshot, undecoded: what a diff needs is the id and the state."""
+    for number in range(len(info.offsets) - 1):
+        try:
+            items = json.loads(
+                gzip.decompress(read(info.offsets[number], info.offsets[number + 1]))
+            )
+        except (OSError, EOFError, ValueError) as error:
+            raise StoreError(f"a snapshot chunk cannot be read: {error}") from error
+        yield from items
 
 
 def iter_rows(info: SnapshotInfo, read: RangeReader, start_row: int = 0) -> Iterator[VerdictRow]:
@@ -213,7 +234,7 @@ def previous_index(info: SnapshotInfo | None, read: RangeReader) -> dict[int, in
     """digest -> state number of every machine of a snapshot (about 100 bytes a machine)."""
     if info is None:
         return {}
-    return {digest(row.id): _STATE_NUMBER[row.state] for row in iter_rows(info, read)}
+    return {digest(item[0]): _STATE_NUMBER[State(item[7])] for item in iter_items(info, read)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,9 +318,9 @@ class ChunkedWriter(ABC):
             if self._index:  # machines of the previous snapshot that this one lacks
                 gone = self._index
                 assert self.previous is not None
-                for row in iter_rows(self.previous, self._read_previous):
-                    if digest(row.id) in gone:
-                        self._transitions.append((row.id, row.state, None, ("not_in_sweep",)))
+                for item in iter_items(self.previous, self._read_previous):
+                    if digest(item[0]) in gone:
+                        self._transitions.append((item[0], State(item[7]), None, ("not_in_sweep",)))
             info = SnapshotInfo(
                 run_id=self.run_id,
                 taken_at=self.taken_at,

@@ -1,0 +1,224 @@
+"""Benchmark: the embedded compliance store under a 100,000-machine sweep.
+
+Prints the write throughput of a snapshot of N machines (the first sweep, where every machine
+is new, and a steady-state sweep where 2% changed state), its size on disk, the time to page
+through it, and the peak memory (max RSS) of a whole sweep streamed into the store: a child
+process reads the inventory page by page (1000 machines, as Resource Graph serves them),
+judges each page and adds its verdicts to the snapshot writer, then commits. A child that does
+the same without the store gives the baseline. The goal is under 512 MB (the smallest Flex
+Consumption instance). Ends with one JSON line of the figures; asserts nothing.
+
+    .venv/bin/python bench/store.py [--machines 100000] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import timedelta
+from pathlib import Path
+
+from hotpatch.bulk import collector_paused
+from hotpatch.core.compliance import Evaluator
+from hotpatch.core.inventory import parse_rows
+from hotpatch.core.models import State
+from hotpatch.fakes import InMemoryInventory
+from hotpatch.ports import Scope
+from hotpatch.ports.store import VerdictQuery, VerdictRow
+from hotpatch.sandbox.estate import EstateSpec, generate_estate
+from hotpatch.sandbox.session import default_as_of
+from hotpatch.service import Rules
+from hotpatch.settings import Settings
+from hotpatch.store.embedded import EmbeddedStore
+
+PAGE = 1000
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def _judged_pages(pages: Path, rules: Rules) -> Iterator[list[VerdictRow]]:
+    """The inventory's pages, one in memory at a time, judged into store rows."""
+    as_of = default_as_of(rules.releases)
+    evaluator = Evaluator(rules.images, rules.calendar, rules.policy, as_of)
+    with pages.open(encoding="utf-8") as lines:
+        for line in lines:
+            with collector_paused():
+                verdicts = evaluator.evaluate_all(parse_rows(json.loads(line)))
+                rows = [VerdictRow.from_verdict(verdict) for verdict in verdicts]
+            yield rows
+
+
+def child(mode: str, pages: Path, directory: Path, run_id: str, day: int) -> int:
+    """One sweep in this process; prints its peak memory as JSON."""
+    rules = Rules.from_settings(Settings())
+    started = time.perf_counter()
+    machines = 0
+    if mode == "baseline":
+        for rows in _judged_pages(pages, rules):
+            machines += len(rows)
+    else:
+        store = EmbeddedStore(directory / "store.db", directory / "snapshots")
+        as_of = default_as_of(rules.releases) + timedelta(days=day)
+        writer = store.begin_snapshot(run_id, as_of)
+        for judged in _judged_pages(pages, rules):
+            rows = judged
+            if day:  # a later sweep: 2% of the machines changed state
+                rows = [
+                    dataclasses.replace(row, state=State.PENDING)
+                    if zlib.crc32(row.id.encode()) % 50 == 0
+                    else row
+                    for row in judged
+                ]
+            writer.add(rows)
+            machines += len(rows)
+        writer.commit()
+        store.close()
+    print(
+        json.dumps(
+            {
+                "machines": machines,
+                "seconds": round(time.perf_counter() - started, 2),
+                "max_rss_mb": round(_rss_mb()),
+            }
+        )
+    )
+    return 0
+
+
+def _run_child(*args: str) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=True
+    )
+    result: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def _write(store: EmbeddedStore, run_id: str, rows: list[VerdictRow], day: int) -> float:
+    as_of = default_as_of(Rules.from_settings(Settings()).releases) + timedelta(days=day)
+    started = time.perf_counter()
+    writer = store.begin_snapshot(run_id, as_of)
+    for start in range(0, len(rows), PAGE):
+        writer.add(rows[start : start + PAGE])
+    writer.commit()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--machines", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--child", nargs=5, metavar=("MODE", "PAGES", "DIR", "RUN", "DAY"))
+    args = parser.parse_args()
+    if args.child:
+        mode, pages, directory, run_id, day = args.child
+        return child(mode, Path(pages), Path(directory), run_id, int(day))
+
+    rules = Rules.from_settings(Settings())
+    started = time.perf_counter()
+    estate = generate_estate(
+        EstateSpec(
+            machines=args.machines,
+            subscriptions=8,
+            seed=args.seed,
+            as_of=default_as_of(rules.releases),
+        ),
+        rules.releases,
+    )
+    with tempfile.TemporaryDirectory() as work:
+        pages = Path(work) / "pages.jsonl"
+        with pages.open("w", encoding="utf-8") as out:
+            for page in InMemoryInventory(estate.rows(), PAGE).list_machines(Scope()).by_page():
+                out.write(json.dumps(page) + "\n")
+        del estate
+        print(
+            f"estate: {args.machines:,} machines in pages of {PAGE} "
+            f"(generated in {time.perf_counter() - started:.1f} s)",
+            flush=True,
+        )
+        rows = [row for page in _judged_pages(pages, rules) for row in page]
+        changed = [
+            dataclasses.replace(row, state=State.PENDING) if number % 50 == 0 else row
+            for number, row in enumerate(rows)
+        ]
+
+        store_dir = Path(work) / "throughput"
+        store = EmbeddedStore(store_dir / "store.db", store_dir / "snapshots")
+        first_s = _write(store, "first", rows, 0)
+        steady_s = _write(store, "steady", changed, 1)
+        snapshot_bytes = (store_dir / "snapshots" / "steady.snap").stat().st_size
+        with closing(sqlite3.connect(store_dir / "store.db")) as db:
+            transitions = db.execute("SELECT count(*) FROM transitions").fetchone()[0]
+        started = time.perf_counter()
+        page = store.latest_verdicts(page_size=PAGE)
+        walked = len(page.rows)
+        while page.continuation:
+            page = store.latest_verdicts(page_size=PAGE, continuation=page.continuation)
+            walked += len(page.rows)
+        walk_s = time.perf_counter() - started
+        started = time.perf_counter()
+        pending = store.latest_verdicts(
+            VerdictQuery(states=frozenset({State.PENDING})), page_size=PAGE
+        )
+        filtered_s = time.perf_counter() - started
+        store.close()
+        db_bytes = sum(p.stat().st_size for p in store_dir.glob("store.db*"))
+        print(
+            f"snapshot write: first sweep {len(rows) / first_s:,.0f} machines/s ({first_s:.2f} s, "
+            f"every machine new), steady sweep {len(rows) / steady_s:,.0f} machines/s "
+            f"({steady_s:.2f} s, 2% changed)"
+        )
+        print(
+            f"snapshot size: {snapshot_bytes / 1e6:.1f} MB ({snapshot_bytes / len(rows):.0f} "
+            f"bytes a machine); SQLite {db_bytes / 1e6:.1f} MB holding {transitions:,} transitions"
+        )
+        print(
+            f"reading: every page of {walked:,} rows in {walk_s:.2f} s; the first page of "
+            f"{len(pending.rows)} pending machines in {filtered_s:.2f} s"
+        )
+
+        sweep_dir = Path(work) / "sweep"
+        baseline = _run_child("baseline", str(pages), str(sweep_dir), "none", "0")
+        first = _run_child("store", str(pages), str(sweep_dir), "sweep-1", "0")
+        second = _run_child("store", str(pages), str(sweep_dir), "sweep-2", "1")
+    print(
+        f"peak memory of a {args.machines:,}-machine sweep (max RSS, child process): "
+        f"{first['max_rss_mb']:.0f} MB into an empty store, {second['max_rss_mb']:.0f} MB with "
+        f"a previous snapshot to diff against; {baseline['max_rss_mb']:.0f} MB judging the "
+        "same pages without a store (goal: under 512 MB)"
+    )
+    figures = {
+        "machines": len(rows),
+        "first_write_machines_per_s": round(len(rows) / first_s),
+        "steady_write_machines_per_s": round(len(rows) / steady_s),
+        "snapshot_bytes_per_machine": round(snapshot_bytes / len(rows)),
+        "transitions": transitions,
+        "page_walk_s": round(walk_s, 2),
+        "sweep_first_max_rss_mb": first["max_rss_mb"],
+        "sweep_steady_max_rss_mb": second["max_rss_mb"],
+        "sweep_baseline_max_rss_mb": baseline["max_rss_mb"],
+        "sweep_steady_s": second["seconds"],
+        "goal_max_rss_mb": 512,
+        "load_average_1m": round(os.getloadavg()[0], 1),
+    }
+    print(
+        f"load average while measuring: {figures['load_average_1m']} (the figures are wall times)"
+    )
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
