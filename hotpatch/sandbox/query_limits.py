@@ -161,7 +161,11 @@ class Watchdog:
                 bound = self._baseline + self.limits.memory_bytes
             now = time.monotonic()
             for ticket in running:
-                if now >= ticket.deadline:
+                if ticket.reason is not None:
+                    # Stopped already: interrupt again, in case the first interrupt landed
+                    # between two statements, where DuckDB forgets it.
+                    ticket.stop(ticket.reason)
+                elif now >= ticket.deadline:
                     ticket.stop(StopReason.TIME)
             if resident_bytes() > bound:
                 for ticket in running:
