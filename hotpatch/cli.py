@@ -181,10 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     image = commands.add_parser(
         "check-image",
         help="can a marketplace image take hotpatches?",
-        description="Give the image as PUBLISHER OFFER SKU, or as one URN "
-        "publisher:offer:sku[:version] (as az vm create --image takes it).",
+        usage="hotpatch check-image [-h] [--format {table,json}] "
+        "(PUBLISHER OFFER SKU | PUBLISHER:OFFER:SKU[:VERSION])",
+        description="Give the image as three words, or as the URN az vm create --image takes "
+        "(the version is not judged).",
     )
-    image.add_argument("image", nargs="+", metavar="PUBLISHER OFFER SKU | URN")
+    image.add_argument("image", nargs="+", metavar="IMAGE", help="PUBLISHER OFFER SKU, or one URN")
     image.add_argument("--format", choices=("table", "json"), default="table")
 
     evaluate = commands.add_parser("evaluate", help="judge every machine of a raw export")
