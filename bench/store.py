@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 import zlib
 from collections.abc import Iterator
 from contextlib import closing
@@ -41,11 +42,19 @@ from hotpatch.sandbox.session import default_as_of
 from hotpatch.service import Rules
 from hotpatch.settings import Settings
 from hotpatch.store.embedded import EmbeddedStore
+from hotpatch.store.snapshots import previous_index
 
 PAGE = 1000
 
 
 def _rss_mb() -> float:
+    """Peak RSS of this process. Linux keeps ru_maxrss across exec, so a child started by a
+    big parent would report the parent's peak: VmHWM (this address space's own) when there."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
@@ -59,6 +68,20 @@ def _judged_pages(pages: Path, rules: Rules) -> Iterator[list[VerdictRow]]:
                 verdicts = evaluator.evaluate_all(parse_rows(json.loads(line)))
                 rows = [VerdictRow.from_verdict(verdict) for verdict in verdicts]
             yield rows
+
+
+def write_pages(pages: Path, machines: int, seed: int) -> None:
+    """The estate's inventory, page by page, as JSON lines (in a child: it is big)."""
+    rules = Rules.from_settings(Settings())
+    estate = generate_estate(
+        EstateSpec(
+            machines=machines, subscriptions=8, seed=seed, as_of=default_as_of(rules.releases)
+        ),
+        rules.releases,
+    )
+    with pages.open("w", encoding="utf-8") as out:
+        for page in InMemoryInventory(estate.rows(), PAGE).list_machines(Scope()).by_page():
+            out.write(json.dumps(page) + "\n")
 
 
 def child(mode: str, pages: Path, directory: Path, run_id: str, day: int) -> int:
@@ -121,33 +144,34 @@ def main() -> int:
     parser.add_argument("--machines", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--child", nargs=5, metavar=("MODE", "PAGES", "DIR", "RUN", "DAY"))
+    parser.add_argument("--pages", nargs=3, metavar=("FILE", "MACHINES", "SEED"))
     args = parser.parse_args()
+    if args.pages:
+        write_pages(Path(args.pages[0]), int(args.pages[1]), int(args.pages[2]))
+        return 0
     if args.child:
         mode, pages, directory, run_id, day = args.child
         return child(mode, Path(pages), Path(directory), run_id, int(day))
 
-    rules = Rules.from_settings(Settings())
-    started = time.perf_counter()
-    estate = generate_estate(
-        EstateSpec(
-            machines=args.machines,
-            subscriptions=8,
-            seed=args.seed,
-            as_of=default_as_of(rules.releases),
-        ),
-        rules.releases,
-    )
     with tempfile.TemporaryDirectory() as work:
         pages = Path(work) / "pages.jsonl"
-        with pages.open("w", encoding="utf-8") as out:
-            for page in InMemoryInventory(estate.rows(), PAGE).list_machines(Scope()).by_page():
-                out.write(json.dumps(page) + "\n")
-        del estate
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, __file__, "--pages", str(pages), str(args.machines), str(args.seed)],
+            check=True,
+        )
         print(
             f"estate: {args.machines:,} machines in pages of {PAGE} "
             f"(generated in {time.perf_counter() - started:.1f} s)",
             flush=True,
         )
+        # The sweeps first, while this process is small: a child starts as a copy of it.
+        sweep_dir = Path(work) / "sweep"
+        baseline = _run_child("baseline", str(pages), str(sweep_dir), "none", "0")
+        first = _run_child("store", str(pages), str(sweep_dir), "sweep-1", "0")
+        second = _run_child("store", str(pages), str(sweep_dir), "sweep-2", "1")
+
+        rules = Rules.from_settings(Settings())
         rows = [row for page in _judged_pages(pages, rules) for row in page]
         changed = [
             dataclasses.replace(row, state=State.PENDING) if number % 50 == 0 else row
@@ -173,6 +197,13 @@ def main() -> int:
             VerdictQuery(states=frozenset({State.PENDING})), page_size=PAGE
         )
         filtered_s = time.perf_counter() - started
+        latest = store.latest_snapshot()
+        assert latest is not None
+        tracemalloc.start()
+        index = previous_index(latest, store._reader(latest))
+        index_mb = tracemalloc.get_traced_memory()[0] / 1e6
+        tracemalloc.stop()
+        del index
         store.close()
         db_bytes = sum(p.stat().st_size for p in store_dir.glob("store.db*"))
         print(
@@ -184,15 +215,12 @@ def main() -> int:
             f"snapshot size: {snapshot_bytes / 1e6:.1f} MB ({snapshot_bytes / len(rows):.0f} "
             f"bytes a machine); SQLite {db_bytes / 1e6:.1f} MB holding {transitions:,} transitions"
         )
+        print(f"diff index of the previous snapshot: {index_mb:.1f} MB for {len(rows):,} machines")
         print(
             f"reading: every page of {walked:,} rows in {walk_s:.2f} s; the first page of "
             f"{len(pending.rows)} pending machines in {filtered_s:.2f} s"
         )
 
-        sweep_dir = Path(work) / "sweep"
-        baseline = _run_child("baseline", str(pages), str(sweep_dir), "none", "0")
-        first = _run_child("store", str(pages), str(sweep_dir), "sweep-1", "0")
-        second = _run_child("store", str(pages), str(sweep_dir), "sweep-2", "1")
     print(
         f"peak memory of a {args.machines:,}-machine sweep (max RSS, child process): "
         f"{first['max_rss_mb']:.0f} MB into an empty store, {second['max_rss_mb']:.0f} MB with "
@@ -206,6 +234,7 @@ def main() -> int:
         "snapshot_bytes_per_machine": round(snapshot_bytes / len(rows)),
         "transitions": transitions,
         "page_walk_s": round(walk_s, 2),
+        "diff_index_mb": round(index_mb, 1),
         "sweep_first_max_rss_mb": first["max_rss_mb"],
         "sweep_steady_max_rss_mb": second["max_rss_mb"],
         "sweep_baseline_max_rss_mb": baseline["max_rss_mb"],

@@ -27,8 +27,9 @@ from hotpatch.ports.patch_operations import (
     resumable_only,
     skipped_arc,
 )
+from hotpatch.store.memory import MemoryStore  # the store's fake lives with the store
 
-__all__ = ["FakePatchOperations", "InMemoryInventory", "RecordedCall", "Scripted"]
+__all__ = ["FakePatchOperations", "InMemoryInventory", "MemoryStore", "RecordedCall", "Scripted"]
 
 _T = TypeVar("_T")
 #: Resource Graph's page size, which the fake imitates by default.

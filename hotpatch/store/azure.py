@@ -59,6 +59,9 @@ from hotpatch.store.snapshots import CHUNK_ROWS, ChunkedWriter, TransitionRow, c
 
 KEEP_SNAPSHOTS = 10
 _POINTER = "latest.json"
+#: A string property holds up to 64 KiB, 32K UTF-16 characters; a little under, to be safe:
+#: https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model#property-types
+_MAX_PROPERTY_CHARS = 30_000
 #: Transitions go one entity per machine partition; a few requests in flight keep a first
 #: sweep's 100,000 inserts bounded by latency rather than by one connection.
 _PARALLEL_WRITES = 8
@@ -338,37 +341,49 @@ class AzureStore:
     # Runs ------------------------------------------------------------------------------------
 
     def save_run(self, run: RunRecord) -> None:
+        check_run_id(run.id)
+        record = run.model_dump_json()
+        entity = {
+            "PartitionKey": "run",
+            "RowKey": run.id,
+            "kind": run.kind.value,
+            "started_at": _sortable(run.started_at),
+            "record": record,
+        }
         with _azure(f"saving run {run.id}"):
-            self._tables["runs"].upsert_entity(
-                {
-                    "PartitionKey": "run",
-                    "RowKey": run.id,
-                    "kind": run.kind.value,
-                    "started_at": _sortable(run.started_at),
-                    "record": run.model_dump_json(),
-                },
-                mode=UpdateMode.REPLACE,
-            )
+            if len(record) > _MAX_PROPERTY_CHARS:
+                # A plan's decisions outgrow a table property (64 KiB): the record goes to a blob.
+                self._container.upload_blob(self._run_blob(run.id), record.encode(), overwrite=True)
+                entity["record"] = ""
+            self._tables["runs"].upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    @staticmethod
+    def _run_blob(run_id: str) -> str:
+        return f"runs/{run_id}.json"
+
+    def _run_record(self, entity: Any) -> RunRecord:
+        record = entity["record"]
+        if not record:
+            record = self._container.download_blob(self._run_blob(entity["RowKey"])).readall()
+        return RunRecord.model_validate_json(record)
 
     def run(self, run_id: str) -> RunRecord | None:
         with _azure(f"reading run {run_id}"):
             try:
-                entity = self._tables["runs"].get_entity("run", run_id)
+                return self._run_record(self._tables["runs"].get_entity("run", run_id))
             except ResourceNotFoundError:
                 return None
-        return RunRecord.model_validate_json(entity["record"])
 
     def runs(self, kind: RunKind | None = None, limit: int = 50) -> list[RunRecord]:
         with _azure("listing runs"):
             table = self._tables["runs"]
-            entities = (
+            entities = list(
                 table.list_entities()
                 if kind is None
                 else table.query_entities("kind eq @kind", parameters={"kind": kind.value})
             )
-            found = [RunRecord.model_validate_json(entity["record"]) for entity in entities]
-        found.sort(key=lambda r: (r.started_at, r.id), reverse=True)
-        return found[:limit]
+            entities.sort(key=lambda e: (e["started_at"], e["RowKey"]), reverse=True)
+            return [self._run_record(entity) for entity in entities[:limit]]
 
     # Journal ---------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from hotpatch.ports.store import (
     VerdictPage,
     VerdictQuery,
     VerdictRow,
-    machine_key,
+    machine_digest,
 )
 from hotpatch.store import snapshots
 from hotpatch.store.snapshots import CHUNK_ROWS, ChunkedWriter, TransitionRow, check_run_id
@@ -49,16 +49,16 @@ CREATE TABLE IF NOT EXISTS snapshots (
     has_data INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS pointer (name TEXT PRIMARY KEY, run_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS transitions (
-    machine_key TEXT NOT NULL, at TEXT NOT NULL, run_id TEXT NOT NULL, machine_id TEXT NOT NULL,
+    machine TEXT NOT NULL, at TEXT NOT NULL, run_id TEXT NOT NULL, machine_id TEXT NOT NULL,
     from_state TEXT, to_state TEXT, reasons TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS transitions_by_machine ON transitions (machine_key, at);
+CREATE INDEX IF NOT EXISTS transitions_by_machine ON transitions (machine, at);
 CREATE INDEX IF NOT EXISTS transitions_by_time ON transitions (at);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, started_at TEXT NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
-    key TEXT PRIMARY KEY, machine_key TEXT NOT NULL, status TEXT NOT NULL,
+    key TEXT PRIMARY KEY, machine TEXT NOT NULL, status TEXT NOT NULL,
     started_at TEXT NOT NULL, version INTEGER NOT NULL, record TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS journal_by_machine ON journal (machine_key);
+CREATE INDEX IF NOT EXISTS journal_by_machine ON journal (machine);
 CREATE INDEX IF NOT EXISTS journal_by_status ON journal (status);
 CREATE TABLE IF NOT EXISTS rings (
     ring TEXT NOT NULL, release TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (ring, release));
@@ -136,7 +136,10 @@ class EmbeddedStore:
                 with suppress(sqlite3.Error):  # SQLite may have rolled back already (disk full)
                     self._db.execute("ROLLBACK")
                 if isinstance(error, sqlite3.Error):
-                    raise StoreError(f"store {self.database}: {error}") from error
+                    raise StoreError(
+                        f"store {self.database}: {error}: this write was not kept (is the "
+                        "disk full, or the file read-only?); what was written before is"
+                    ) from error
                 raise
 
     def _read(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
@@ -218,7 +221,7 @@ class EmbeddedStore:
                 "INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
-                        machine_key(machine_id),
+                        machine_digest(machine_id),
                         at,
                         info.run_id,
                         machine_id,
@@ -259,8 +262,8 @@ class EmbeddedStore:
     def history(self, machine_id: str) -> list[Transition]:
         found = self._read(
             "SELECT machine_id, from_state, to_state, at, run_id, reasons FROM transitions"
-            " WHERE machine_key = ? ORDER BY at, rowid",
-            (machine_key(machine_id),),
+            " WHERE machine = ? ORDER BY at, rowid",
+            (machine_digest(machine_id),),
         )
         return [
             Transition(
@@ -277,6 +280,7 @@ class EmbeddedStore:
     # Runs ------------------------------------------------------------------------------------
 
     def save_run(self, run: RunRecord) -> None:
+        check_run_id(run.id)
         with self._write() as db:
             db.execute(
                 "INSERT INTO runs (id, kind, started_at, record) VALUES (?, ?, ?, ?)"
@@ -304,11 +308,11 @@ class EmbeddedStore:
         with self._write() as db:
             try:
                 db.execute(
-                    "INSERT INTO journal (key, machine_key, status, started_at, version, record)"
+                    "INSERT INTO journal (key, machine, status, started_at, version, record)"
                     " VALUES (?, ?, ?, ?, 1, ?)",
                     (
                         record.key,
-                        machine_key(record.machine_id),
+                        machine_digest(record.machine_id),
                         record.status.value,
                         _sortable(record.started_at),
                         stored.model_dump_json(),
@@ -353,10 +357,10 @@ class EmbeddedStore:
     def journal(
         self, *, status: JournalStatus | None = None, machine_id: str | None = None
     ) -> list[JournalRecord]:
-        key = None if machine_id is None else machine_key(machine_id)
+        key = None if machine_id is None else machine_digest(machine_id)
         found = self._read(
             "SELECT record FROM journal WHERE (? IS NULL OR status = ?)"
-            " AND (? IS NULL OR machine_key = ?) ORDER BY started_at, key",
+            " AND (? IS NULL OR machine = ?) ORDER BY started_at, key",
             (status, status, key, key),
         )
         return [JournalRecord.model_validate_json(str(record)) for (record,) in found]

@@ -97,6 +97,7 @@ class MemoryStore:
     # Runs ------------------------------------------------------------------------------------
 
     def save_run(self, run: RunRecord) -> None:
+        check_run_id(run.id)
         with self._lock:
             self._runs[run.id] = run
 

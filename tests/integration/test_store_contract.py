@@ -376,6 +376,23 @@ def test_runs_are_kept_updated_and_listed_newest_first(store: Store) -> None:
     assert [r.id for r in store.runs(limit=1)] == ["r2"]
 
 
+def test_a_run_record_with_thousands_of_decisions_is_kept_whole(store: Store) -> None:
+    decisions = [
+        {"machine": machine(n).id, "action": "install_hotpatch", "reason": "ring0 in its window"}
+        for n in range(2000)
+    ]
+    plan = RunRecord(
+        id="plan-1",
+        kind=RunKind.PLAN,
+        who="carol",
+        started_at=T0,
+        figures={"decisions": decisions},
+    )
+    store.save_run(plan)
+    assert store.run("plan-1") == plan
+    assert store.runs(RunKind.PLAN) == [plan]
+
+
 # ---------------------------------------------------------------------------------------------
 # Journal
 # ---------------------------------------------------------------------------------------------
