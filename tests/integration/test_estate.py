@@ -548,6 +548,21 @@ def test_some_hotpatch_machines_took_a_regular_update_from_the_catalog(
     assert any(r.out_of_band for r in taken)
 
 
+def test_windows_machines_outside_the_program_mostly_run_this_months_regular_update(
+    estate: Estate, releases: ReleaseCatalog
+) -> None:
+    # WS2022 Azure Edition with Desktop Experience takes monthly cumulative updates.
+    lcu = next(
+        r
+        for r in releases.releases
+        if r.os is OsFamily.WS2022 and not r.on_track and not r.out_of_band and r.month == "2026-05"
+    )
+    desktop = [row for row in estate.resources if category_of(row) == "azure_edition_desktop"]
+    versions = [v for v in map(os_version, desktop) if v is not None]
+    on_lcu = sum(v == f"10.0.{lcu.build}" for v in versions)
+    assert share(on_lcu, len(versions)) == pytest.approx(0.6, abs=0.08)
+
+
 def test_some_hotpatch_machines_run_an_out_of_band_hotpatch_track_build(
     releases: ReleaseCatalog,
 ) -> None:

@@ -56,6 +56,7 @@ from hotpatch.sandbox.estate.mix import (
     LOCATIONS,
     MAX_INSTALLATION_ROWS,
     MISSING_COUNTS_SHARE,
+    MONTHLY_UPDATE_SHARE,
     NEVER_ASSESSED_SHARE,
     NO_OS_VERSION_SHARE,
     OFF_CYCLE,
@@ -231,6 +232,9 @@ class _Track:
     regular: tuple[Release, ...]
     #: The made-up releases past the catalog's horizon (also at the end of `chain`).
     beyond_catalog: tuple[Release, ...]
+    #: The regular cumulative update of the month in force, when the catalog lists it: what a
+    #: machine outside the hotpatch program runs once it has taken this month's update.
+    monthly_regular: Release | None
     previous: dict[str, Release | None]
     #: Image versions (build.yymmdd) a VM could have been created from.
     image_versions: tuple[str, ...]
@@ -299,6 +303,10 @@ def _track(
         out_of_band=out_of_band,
         regular=regular,
         beyond_catalog=beyond,
+        monthly_regular=next(
+            (r for r in reversed(regular) if not r.out_of_band and r.date >= chain[-1].date),
+            None,
+        ),
         previous=previous,
         image_versions=tuple(f"{r.build}.{r.date:%y%m%d}" for r in chain[-12:]),
     )
@@ -519,9 +527,12 @@ class _Generator:
         return image
 
     def restart_build(self, track: _Track | None) -> Release | None:
-        """The build of a machine taking monthly cumulative updates: a restart release."""
+        """The build of a machine taking monthly cumulative updates: this month's regular update
+        when the catalog lists it, otherwise (or when the machine missed it) a restart release."""
         if track is None or not track.restarts:
             return None
+        if track.monthly_regular is not None and self.random() < MONTHLY_UPDATE_SHARE:
+            return track.monthly_regular
         draw, restarts = self.random(), track.restarts
         if draw < 0.7 or len(restarts) == 1:
             return restarts[-1]
@@ -978,7 +989,7 @@ class _Generator:
             view,
             started_by="Platform" if patch_mode == "AutomaticByPlatform" else "User",
         )
-        behind = track is not None and build is not None and build is not track.in_force
+        behind = track is not None and build is not None and self.behind(track, build)
         last_success = 0
         if track is not None and build is not None and self.random() < 0.6:
             last_success = self.install_history(
@@ -1327,7 +1338,7 @@ class _Generator:
             patch_settings["enableHotpatching"] = self.random() >= HOTPATCH_OFF_SHARE
         else:
             build = self.restart_build(track)
-            behind = track is not None and build is not None and build is not track.in_force
+            behind = track is not None and build is not None and self.behind(track, build)
         year = "2022" if os is OsFamily.WS2022 else "2025"
         edition = "Datacenter" if azure_edition or self.random() < 0.6 else "Standard"
         properties: dict[str, Any] = {

@@ -140,6 +140,9 @@ BUILD_POSITION_SHARES: tuple[tuple[str, float], ...] = (
 )
 #: How far apart the made-up builds of the months past the catalog are (revisions per month).
 BEYOND_CATALOG_STEP = 90
+#: Of the Windows machines outside the hotpatch program (monthly cumulative updates), those on
+#: this month's regular update, when the catalog lists it; the rest on earlier restart builds.
+MONTHLY_UPDATE_SHARE = 0.6
 #: Of the machines in force, those that also took an out-of-band release published since.
 OUT_OF_BAND_SHARE = 0.3
 #: Of the machines behind, those with a recent failed installation attempt.
