@@ -120,7 +120,10 @@ def _vm_configuration(machine: Machine) -> list[Reason]:
                 f"patchMode is {mode or 'not set'}; hotpatch needs AutomaticByPlatform",
             )
         )
-    if machine.enable_automatic_updates is False:
+    # Manual patch mode requires enableAutomaticUpdates false: only the platform mode needs it on.
+    # https://learn.microsoft.com/azure/virtual-machines/automatic-vm-guest-patching#patch-orchestration-modes
+    platform = mode is not None and mode.casefold() == PLATFORM_PATCH_MODE
+    if platform and machine.enable_automatic_updates is False:
         reasons.append(
             Reason(
                 ReasonCode.AUTOMATIC_UPDATES_DISABLED,

@@ -392,6 +392,20 @@ def test_automatic_by_platform_without_automatic_updates_is_misconfigured() -> N
     assert (verdict.state, codes(verdict)) == (State.MISCONFIGURED, ["automatic_updates_disabled"])
 
 
+def test_a_manual_mode_vm_with_automatic_updates_off_is_told_only_about_its_patch_mode() -> None:
+    # Azure requires enableAutomaticUpdates false with patchMode Manual: that is no second fault.
+    row = vm_row(
+        "vm1",
+        build="10.0.20348.5074",
+        **{
+            f"{PATCH}.patchMode": "Manual",
+            "properties.osProfile.windowsConfiguration.enableAutomaticUpdates": False,
+        },
+    )
+    verdict = one(row, assessed(vm_id("vm1"), MAY_19), now=MAY_19)
+    assert (verdict.state, codes(verdict)) == (State.MISCONFIGURED, ["patch_mode_not_platform"])
+
+
 @pytest.mark.parametrize(
     ("overrides", "signal"),
     [
