@@ -102,6 +102,7 @@ class AzureStore:
     ) -> None:
         self.retention = retention
         self.chunk_rows = chunk_rows
+        self._lookup = snapshots.Lookup()
         self.keep_snapshots = keep_snapshots
         self._blobs = blobs
         self._tables_service = tables
@@ -175,7 +176,7 @@ class AzureStore:
 
     def verdict(self, machine_id: str) -> VerdictRow | None:
         info = self.latest_snapshot()
-        return snapshots.find(info, self._reader(info), machine_id)
+        return self._lookup.find(info, self._reader(info), machine_id)
 
     def trend(self, limit: int = 30) -> list[SnapshotInfo]:
         with _azure("listing snapshots"):

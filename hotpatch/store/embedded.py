@@ -100,6 +100,7 @@ class EmbeddedStore:
         self.snapshot_dir = snapshot_dir or database.with_name(database.stem + "-snapshots")
         self.retention = retention
         self.chunk_rows = chunk_rows
+        self._lookup = snapshots.Lookup()
         self.keep_snapshots = keep_snapshots
         self._lock = threading.RLock()
         try:
@@ -178,7 +179,7 @@ class EmbeddedStore:
 
     def verdict(self, machine_id: str) -> VerdictRow | None:
         info = self.latest_snapshot()
-        return snapshots.find(info, self._reader(info), machine_id)
+        return self._lookup.find(info, self._reader(info), machine_id)
 
     def trend(self, limit: int = 30) -> list[SnapshotInfo]:
         found = self._read(

@@ -40,6 +40,7 @@ class MemoryStore:
     ) -> None:
         self.retention = retention
         self.chunk_rows = chunk_rows
+        self._lookup = snapshots.Lookup()
         self._lock = threading.RLock()
         self._data: dict[str, bytes] = {}
         self._snapshots: dict[str, SnapshotInfo] = {}
@@ -75,7 +76,7 @@ class MemoryStore:
 
     def verdict(self, machine_id: str) -> VerdictRow | None:
         info = self.latest_snapshot()
-        return snapshots.find(info, self._reader(info), machine_id)
+        return self._lookup.find(info, self._reader(info), machine_id)
 
     def trend(self, limit: int = 30) -> list[SnapshotInfo]:
         with self._lock:

@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import json
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -78,7 +79,8 @@ def _from_time(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
-def encode_row(row: VerdictRow) -> list[Any]:
+def encode_row(row: VerdictRow, reason_set: int) -> list[Any]:
+    """A row as a JSON array; its reasons are the number of a set in the chunk's table."""
     return [
         row.id,
         row.name,
@@ -90,7 +92,7 @@ def encode_row(row: VerdictRow) -> list[Any]:
         row.state,  # a StrEnum: json writes it as its value
         row.action,
         row.eligible,
-        [[reason.code, reason.message] for reason in row.reasons] if row.reasons else (),
+        reason_set,
         row.build,
         row.release_month,
         _time(row.last_assessed),
@@ -99,19 +101,26 @@ def encode_row(row: VerdictRow) -> list[Any]:
 
 
 class RowDecoder:
-    """Decodes rows; shares equal reasons between rows (a fleet has few distinct ones)."""
+    """Decodes chunks; shares equal reasons between rows (a fleet has few distinct ones)."""
 
     def __init__(self) -> None:
         self._reasons: dict[tuple[str, str], Reason] = {}
 
-    def decode(self, item: list[Any]) -> VerdictRow:
+    def reason_sets(self, table: list[list[list[str]]]) -> list[tuple[Reason, ...]]:
         reasons = self._reasons
         decoded = []
-        for code, message in item[10]:
-            reason = reasons.get((code, message))
-            if reason is None:
-                reason = reasons[(code, message)] = Reason(code, message)
-            decoded.append(reason)
+        for entries in table:
+            found = []
+            for code, message in entries:
+                reason = reasons.get((code, message))
+                if reason is None:
+                    reason = reasons[(code, message)] = Reason(code, message)
+                found.append(reason)
+            decoded.append(tuple(found))
+        return decoded
+
+    @staticmethod
+    def decode(item: list[Any], reason_sets: list[tuple[Reason, ...]]) -> VerdictRow:
         return VerdictRow(
             id=item[0],
             name=item[1],
@@ -123,7 +132,7 @@ class RowDecoder:
             state=State(item[7]),
             action=Action(item[8]),
             eligible=bool(item[9]),
-            reasons=tuple(decoded),
+            reasons=reason_sets[item[10]],
             build=item[11],
             release_month=item[12],
             last_assessed=_from_time(item[13]),
@@ -132,15 +141,36 @@ class RowDecoder:
 
 
 def encode_chunk(rows: list[VerdictRow]) -> bytes:
-    text = json.dumps([encode_row(row) for row in rows], separators=(",", ":"))
+    """`{"reasons": [set, ...], "rows": [row, ...]}`, gzip'd: a sweep's rows share a few reason
+    sets (verdicts share decisions), so each set is written once a chunk, not once a row."""
+    sets: dict[tuple[Reason, ...], int] = {}
+    encoded = []
+    for row in rows:
+        number = sets.get(row.reasons)
+        if number is None:
+            number = sets[row.reasons] = len(sets)
+        encoded.append(encode_row(row, number))
+    table = [[[reason.code, reason.message] for reason in reasons] for reasons in sets]
+    text = json.dumps({"reasons": table, "rows": encoded}, separators=(",", ":"))
     return gzip.compress(text.encode(), compresslevel=_GZIP_LEVEL, mtime=0)
 
 
-def decode_chunk(data: bytes, decoder: RowDecoder) -> list[VerdictRow]:
+def _load_chunk(data: bytes) -> dict[str, Any]:
     try:
-        items = json.loads(gzip.decompress(data))
-        return [decoder.decode(item) for item in items]
-    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError) as error:
+        chunk = json.loads(gzip.decompress(data))
+        if not isinstance(chunk, dict):
+            raise ValueError("a chunk is an object")
+        return chunk
+    except (OSError, EOFError, ValueError) as error:
+        raise StoreError(f"a snapshot chunk cannot be read: {error}") from error
+
+
+def decode_chunk(data: bytes, decoder: RowDecoder) -> list[VerdictRow]:
+    chunk = _load_chunk(data)
+    try:
+        sets = decoder.reason_sets(chunk["reasons"])
+        return [decoder.decode(item, sets) for item in chunk["rows"]]
+    except (ValueError, TypeError, IndexError, KeyError) as error:
         raise StoreError(f"a snapshot chunk cannot be read: {error}") from error
 
 
@@ -155,13 +185,7 @@ RangeReader = Callable[[int, int], bytes]
 def iter_items(info: SnapshotInfo, read: RangeReader) -> Iterator[list[Any]]:
     """The encoded rows of a snapshot, undecoded: what a diff needs is the id and the state."""
     for number in range(len(info.offsets) - 1):
-        try:
-            items = json.loads(
-                gzip.decompress(read(info.offsets[number], info.offsets[number + 1]))
-            )
-        except (OSError, EOFError, ValueError) as error:
-            raise StoreError(f"a snapshot chunk cannot be read: {error}") from error
-        yield from items
+        yield from _load_chunk(read(info.offsets[number], info.offsets[number + 1]))["rows"]
 
 
 def iter_rows(info: SnapshotInfo, read: RangeReader, start_row: int = 0) -> Iterator[VerdictRow]:
@@ -223,11 +247,32 @@ def page(
     return VerdictPage(tuple(found), encode_token(info.run_id, position) if more else None)
 
 
-def find(info: SnapshotInfo | None, read: RangeReader, machine_id: str) -> VerdictRow | None:
-    if info is None:
-        return None
-    key = machine_key(machine_id)
-    return next((row for row in iter_rows(info, read) if row.key == key), None)
+class Lookup:
+    """Finds one machine's row in the latest snapshot: an index of digest -> row number, built
+    once per snapshot (about 100 bytes a machine), then one chunk read per lookup."""
+
+    def __init__(self) -> None:
+        self._run_id: str | None = None
+        self._rows: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def find(
+        self, info: SnapshotInfo | None, read: RangeReader, machine_id: str
+    ) -> VerdictRow | None:
+        if info is None:
+            return None
+        with self._lock:
+            if self._run_id != info.run_id:
+                self._rows = {
+                    digest(item[0]): number for number, item in enumerate(iter_items(info, read))
+                }
+                self._run_id = info.run_id
+            number = self._rows.get(digest(machine_id))
+        if number is None:
+            return None
+        row = next(iter_rows(info, read, number), None)
+        key = machine_key(machine_id)
+        return row if row is not None and row.key == key else None
 
 
 def previous_index(info: SnapshotInfo | None, read: RangeReader) -> dict[int, int]:

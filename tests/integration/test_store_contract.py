@@ -224,6 +224,9 @@ def test_one_machine_s_verdict_is_found_whatever_the_case_of_its_id(store: Store
     snapshot(store, "run-1", rows)
     assert store.verdict(rows[13].id.upper()) == rows[13]
     assert store.verdict(rows[0].id.replace("vm-0000", "vm-9999")) is None
+    changed = [machine(n, State.REBOOT_PENDING) for n in range(20)]
+    snapshot(store, "run-2", changed, T0 + timedelta(days=1))
+    assert store.verdict(rows[13].id) == changed[13]  # the newer snapshot's, not a cached one
 
 
 def test_a_snapshot_never_committed_leaves_latest_where_it_was(store: Store) -> None:
