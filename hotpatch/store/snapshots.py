@@ -120,7 +120,7 @@ class RowDecoder:
         return decoded
 
     @staticmethod
-    def decode(item: list[Any], reason_sets: list[tuple[Reason, ...]]) -> VerdictRow:
+    def decode(item: list[Any], reasons: tuple[Reason, ...]) -> VerdictRow:
         return VerdictRow(
             id=item[0],
             name=item[1],
@@ -132,7 +132,7 @@ class RowDecoder:
             state=State(item[7]),
             action=Action(item[8]),
             eligible=bool(item[9]),
-            reasons=reason_sets[item[10]],
+            reasons=reasons,
             build=item[11],
             release_month=item[12],
             last_assessed=_from_time(item[13]),
@@ -169,7 +169,7 @@ def decode_chunk(data: bytes, decoder: RowDecoder) -> list[VerdictRow]:
     chunk = _load_chunk(data)
     try:
         sets = decoder.reason_sets(chunk["reasons"])
-        return [decoder.decode(item, sets) for item in chunk["rows"]]
+        return [decoder.decode(item, sets[item[10]]) for item in chunk["rows"]]
     except (ValueError, TypeError, IndexError, KeyError) as error:
         raise StoreError(f"a snapshot chunk cannot be read: {error}") from error
 
@@ -270,9 +270,16 @@ class Lookup:
             number = self._rows.get(digest(machine_id))
         if number is None:
             return None
-        row = next(iter_rows(info, read, number), None)
-        key = machine_key(machine_id)
-        return row if row is not None and row.key == key else None
+        chunk, offset = divmod(number, info.chunk_rows)
+        data = _load_chunk(read(info.offsets[chunk], info.offsets[chunk + 1]))
+        try:
+            decoder = RowDecoder()  # only this row's reasons and fields are decoded
+            item = data["rows"][offset]
+            (reasons,) = decoder.reason_sets([data["reasons"][item[10]]])
+            row = decoder.decode(item, reasons)
+        except (ValueError, TypeError, IndexError, KeyError) as error:
+            raise StoreError(f"a snapshot chunk cannot be read: {error}") from error
+        return row if row.key == machine_key(machine_id) else None
 
 
 def previous_index(info: SnapshotInfo | None, read: RangeReader) -> dict[int, int]:
