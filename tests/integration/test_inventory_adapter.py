@@ -135,13 +135,15 @@ class TestResourceGraph:
         self, start_sandbox: Callable[..., Sandbox]
     ) -> None:
         estate = estate_of(2600)
-        sandbox = start_sandbox(estate, graph_quota=Quota(2, 1.0))
+        # A window long enough that even a loaded machine's slow pages meet the quota: six
+        # requests at two per 6 s window must wait (how often depends on the pages' pace).
+        sandbox = start_sandbox(estate, graph_quota=Quota(2, 6.0))
         adapter = adapter_for(sandbox)
         first = read_inventory(adapter, Scope())
         second = read_inventory(adapter, Scope())
         assert sandbox.counters().throttled == 0
         assert first.stats.retries == second.stats.retries == {}
-        assert first.stats.quota_waits + second.stats.quota_waits >= 2
+        assert first.stats.quota_waits + second.stats.quota_waits >= 1
         assert len(machines_of(second.rows)) == len(estate.machine_ids())
 
     def test_a_429_burst_is_waited_out_with_retry_after(
