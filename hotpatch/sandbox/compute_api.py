@@ -269,7 +269,9 @@ def arm_machine(row: Mapping[str, Any], arm_type: str, instance_view: bool) -> d
 
     ARM's body is the resource's own: Resource Graph's additions (`extended`, and the
     `subscriptionId`/`resourceGroup`/`tenantId` columns) are not part of it; ARM spells the type
-    in its own case. VM shape: ../shared/azure-specs/compute/VirtualMachine_Get*.json.
+    in its own case. VM shape: ../shared/azure-specs/compute/VirtualMachine_Get*.json. An Arc
+    machine's body already carries its status and OS (Resource Graph keeps them in
+    `properties`), so `$expand=instanceView` adds nothing to it here.
     """
     properties = dict(row.get("properties") or {})
     extended = properties.pop("extended", None)
