@@ -13,6 +13,14 @@ from hotpatch.bulk import collector_paused
 from hotpatch.core.calendar import Calendar, YearMonth, release_instant
 from hotpatch.core.models import Channel, MonthKind, OsFamily
 from hotpatch.core.releases import Release, ReleaseCatalog
+from hotpatch.core.resource_types import (
+    ARC_MACHINE,
+    MACHINE_TYPES,
+    SCALE_SET,
+    SCALE_SET_INSTANCE,
+    SOFTWARE_PATCHES,
+    VIRTUAL_MACHINE,
+)
 from hotpatch.sandbox.estate.mix import (
     ARC,
     ARC_DISCONNECTED_SHARE,
@@ -93,13 +101,7 @@ from hotpatch.sandbox.estate.mix import (
     _deal,
     _Mix,
 )
-from hotpatch.sandbox.estate.rows import (
-    ARC_TYPE,
-    SCALE_SET_TYPE,
-    UNIFORM_INSTANCE_TYPE,
-    VM_TYPE,
-    Estate,
-)
+from hotpatch.sandbox.estate.rows import Estate
 
 _HISTORY_SECONDS = int(INSTALLATION_HISTORY.total_seconds())
 #: rebootStatus of a successful installation of a release of each kind.
@@ -625,12 +627,12 @@ class _Generator:
             properties["virtualMachineScaleSet"] = {"id": scale_set_id}
         properties["provisioningState"] = "Succeeded"
         properties["extended"] = {"instanceView": instance_view}
-        row = self.row(vm_id, name, VM_TYPE, place, properties)
+        row = self.row(vm_id, name, VIRTUAL_MACHINE, place, properties)
         row["tags"] = self.tags()
         if self.random() < 0.4:
             row["zones"] = [self.pick(("1", "2", "3"))]
         self.resources.append(row)
-        return _Target(vm_id, place, VM_TYPE, linux, started_by)
+        return _Target(vm_id, place, VIRTUAL_MACHINE, linux, started_by)
 
     def instance_view(
         self, power: str, os_name: str | None, os_version: str | None
@@ -690,7 +692,7 @@ class _Generator:
                 "message": "Windows Update returned an error while searching for updates.",
             }
         assessment_id = f"{target.id}/patchAssessmentResults/latest"
-        kind = f"{target.base}/patchassessmentresults"
+        kind = MACHINE_TYPES[target.base].assessment_type
         self.assessments.append(self.row(assessment_id, "latest", kind, target.place, properties))
         if self.spec.software_patches and not linux and status != "Failed":
             self.software_patches(target, assessment_id, when, counts, missing)
@@ -744,7 +746,7 @@ class _Generator:
                     when - _DAY,
                 )
             )
-        kind = f"{target.base}/patchassessmentresults/softwarepatches"
+        kind = f"{MACHINE_TYPES[target.base].assessment_type}/{SOFTWARE_PATCHES}"
         for kb, title, classification, reboot, severity, published in offered[: self.between(0, 4)]:
             patch_id = self.guid()
             properties = {
@@ -781,7 +783,7 @@ class _Generator:
             "lastModifiedDateTime": self.iso(end),
         }
         row_id = f"{target.id}/patchInstallationResults/{activity}"
-        kind = f"{target.base}/patchinstallationresults"
+        kind = MACHINE_TYPES[target.base].installation_type
         self.installations.append(self.row(row_id, activity, kind, target.place, properties))
         return end
 
@@ -1123,7 +1125,7 @@ class _Generator:
             }
         properties["provisioningState"] = "Succeeded"
         properties["timeCreated"] = self.iso(self.now - self.between(30 * _DAY, 700 * _DAY))
-        row = self.row(scale_set_id, name, SCALE_SET_TYPE, place, properties)
+        row = self.row(scale_set_id, name, SCALE_SET, place, properties)
         row["tags"] = self.tags()
         row["sku"] = {"name": self.pick(VM_SIZES), "tier": "Standard", "capacity": capacity}
         self.resources.append(row)
@@ -1179,7 +1181,7 @@ class _Generator:
         row = self.row(
             f"{scale_set.id}/virtualMachines/{number}",
             f"{scale_set.name}_{number}",
-            UNIFORM_INSTANCE_TYPE,
+            SCALE_SET_INSTANCE,
             scale_set.place,
             properties,
         )
@@ -1282,7 +1284,7 @@ class _Generator:
         if features is not None:
             properties["licenseProfile"] = {"productProfile": {"productFeatures": features}}
         properties["cloudMetadata"] = {"provider": self.pick(("N/A", "N/A", "AWS", "GCP"))}
-        row = self.row(machine_id, name, ARC_TYPE, place, properties)
+        row = self.row(machine_id, name, ARC_MACHINE, place, properties)
         row["tags"] = self.tags()
         row["identity"] = {
             "type": "SystemAssigned",
@@ -1290,7 +1292,7 @@ class _Generator:
             "tenantId": self.tenant,
         }
         self.resources.append(row)
-        target = _Target(machine_id, place, ARC_TYPE, False, "Platform")
+        target = _Target(machine_id, place, ARC_MACHINE, False, "Platform")
         last_success = 0
         if build is not None and track is not None and connected and self.random() < 0.8:
             last_success = self.install_history(
@@ -1369,7 +1371,7 @@ class _Generator:
             "computerName": name,
             "windowsConfiguration": {"patchSettings": patch_settings},
         }
-        row = self.row(machine_id, name, ARC_TYPE, place, properties)
+        row = self.row(machine_id, name, ARC_MACHINE, place, properties)
         row["kind"] = "HCI"
         row["tags"] = self.tags()
         row["identity"] = {
@@ -1378,7 +1380,7 @@ class _Generator:
             "tenantId": self.tenant,
         }
         self.resources.append(row)
-        target = _Target(machine_id, place, ARC_TYPE, False, "Platform")
+        target = _Target(machine_id, place, ARC_MACHINE, False, "Platform")
         last_success = 0
         if build is not None and track is not None and connected and self.random() < 0.8:
             last_success = self.install_history(

@@ -7,19 +7,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hotpatch.core.resource_types import (
+    ARC_MACHINE,
+    COMPUTE_RESOURCES,
+    PATCH_ASSESSMENTS,
+    PATCH_INSTALLATIONS,
+    SCALE_SET,
+    SCALE_SET_INSTANCE,
+    VIRTUAL_MACHINE,
+    table_of,
+)
 from hotpatch.errors import InputError
 from hotpatch.export import json_kind, read_rows, write_rows
 
-# Resource Graph returns types in lower case.
-VM_TYPE = "microsoft.compute/virtualmachines"
-SCALE_SET_TYPE = "microsoft.compute/virtualmachinescalesets"
-#: A Uniform scale set's instance. Resource Graph keeps these, and their child types, in
-#: `computeresources`, not `resources` (Flexible members are ordinary VMs in `resources`):
-#: https://learn.microsoft.com/azure/governance/resource-graph/reference/supported-tables-resources
-UNIFORM_INSTANCE_TYPE = "microsoft.compute/virtualmachinescalesets/virtualmachines"
-ARC_TYPE = "microsoft.hybridcompute/machines"
-_ASSESSMENT_SUFFIXES = ("/patchassessmentresults", "/patchassessmentresults/softwarepatches")
-_INSTALLATION_SUFFIXES = ("/patchinstallationresults", "/patchinstallationresults/softwarepatches")
+# Every type and the table Azure keeps it in are declared once, in hotpatch.core.resource_types
+# (Uniform scale set instances live in `computeresources`, Flexible members in `resources`).
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Estate:
             if (
                 isinstance(row_id, str)
                 and isinstance(kind, str)
-                and kind.lower() == UNIFORM_INSTANCE_TYPE
+                and kind.lower() == SCALE_SET_INSTANCE
             ):
                 ids.append(row_id)
         for row in self.resources:
@@ -60,9 +62,9 @@ class Estate:
             if not isinstance(row_id, str) or not isinstance(kind, str):
                 continue
             kind = kind.lower()
-            if kind in (VM_TYPE, ARC_TYPE):
+            if kind in (VIRTUAL_MACHINE, ARC_MACHINE):
                 ids.append(row_id)
-            elif kind == SCALE_SET_TYPE:
+            elif kind == SCALE_SET:
                 properties = row.get("properties")
                 mode = properties.get("orchestrationMode") if isinstance(properties, dict) else None
                 if not isinstance(mode, str) or mode.lower() != "flexible":
@@ -76,11 +78,12 @@ def split_rows(rows: Iterable[dict[str, Any]]) -> Estate:
     for row in rows:
         kind = row.get("type")
         lowered = kind.lower() if isinstance(kind, str) else ""
-        if lowered.endswith(_ASSESSMENT_SUFFIXES):
+        table = table_of(lowered)
+        if table == PATCH_ASSESSMENTS:
             estate.patchassessmentresources.append(row)
-        elif lowered.endswith(_INSTALLATION_SUFFIXES):
+        elif table == PATCH_INSTALLATIONS:
             estate.patchinstallationresources.append(row)
-        elif lowered == UNIFORM_INSTANCE_TYPE or lowered.startswith(UNIFORM_INSTANCE_TYPE + "/"):
+        elif table == COMPUTE_RESOURCES or lowered.startswith(SCALE_SET_INSTANCE + "/"):
             estate.computeresources.append(row)
         else:
             estate.resources.append(row)
