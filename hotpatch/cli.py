@@ -691,6 +691,7 @@ def _run_sweep(
         TimeElapsedColumn(),
         console=out.status,
         transient=True,
+        disable=not out.status.is_terminal,  # a log file gets no bar, nor its blank lines
     )
     with progress:
         task = progress.add_task(escape(target.scope.describe()), total=None, pages=0)
@@ -773,7 +774,12 @@ def _start_assessments(
     journal = files.new_path(args.report_dir, f"assess-{world.clock():%Y%m%dT%H%M%SZ}", ".jsonl")
     label = f"assessing {len(machines)} machine(s)"
     progress = Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), console=status, transient=True
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=status,
+        transient=True,
+        disable=not status.is_terminal,
     )
     with progress:
         task = progress.add_task(label, total=len(machines))
