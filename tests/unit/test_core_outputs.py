@@ -3,6 +3,8 @@ descriptions, malformed verdicts, and the lookups of catalogs built afresh."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
@@ -25,7 +27,7 @@ from hotpatch.core.policy import Policy
 from hotpatch.core.reasons import ReasonCode
 from hotpatch.core.releases import Release, ReleaseCatalog
 from hotpatch.data import shipped_image_catalog, shipped_release_catalog
-from tests.builders import NOW, assessment_row, vm_id, vm_row
+from tests.builders import NOW, assessment_row, installation_row, vm_id, vm_row
 
 SUB = "00000000-0000-0000-0000-000000000001"  # the builders' subscription
 WS2019 = ("MicrosoftWindowsServer", "WindowsServer", "2019-datacenter")
@@ -245,6 +247,9 @@ def test_the_latest_release_of_an_os_is_its_newest_on_the_hotpatch_track() -> No
         "20348.5074",
         Channel.HOTPATCH,
     )
+    as_of_march = catalog.latest(OsFamily.WS2022, "2026-03")
+    assert as_of_march is not None
+    assert (as_of_march.month, as_of_march.build) == ("2026-03", "20348.4830")
     only_ws2022 = ReleaseCatalog([r for r in shipped.releases if r.os is OsFamily.WS2022])
     assert only_ws2022.latest(OsFamily.WS2025) is None
 
@@ -356,3 +361,74 @@ def test_an_image_catalog_finds_each_kind_of_entry_whatever_the_case() -> None:
         "Other/Offer/Hot-2025 is not a hotpatch image; supported: the Windows Server 2022/2025 "
         "Datacenter: Azure Edition hotpatch SKUs",
     )
+
+
+def test_a_preview_entry_for_one_sku_covers_that_sku_only() -> None:
+    document = ImageCatalogFile(
+        hotpatchable=[ImageEntry(publisher="Pub", offer="Offer", sku="Hot-2025", os="ws2025")],
+        preview=[ImageEntry(publisher="Pub", offer="Previews", sku="Only-2022")],
+    )
+    catalog = ImageCatalog(document)
+    assert catalog.document is document
+    assert catalog.match("pub", "previews", "only-2022").preview is True
+    other = catalog.match("pub", "previews", "other-2022")
+    assert other.preview is False
+    assert other.reason is not None
+    assert other.reason.code is ReasonCode.SKU_NOT_HOTPATCHABLE
+
+
+# -- judging one machine at a time ------------------------------------------------------------
+
+
+def test_judging_machines_one_by_one_gives_each_its_own_verdict() -> None:
+    """`evaluate` (one machine, its summaries) decides like `evaluate_all`, machine by machine,
+    on one evaluator: a decision made for one machine is not handed to a different one."""
+    rows = [
+        vm_row("current"),
+        assessment_row(vm_id("current")),
+        vm_row("behind", build="10.0.20348.4648"),
+        assessment_row(vm_id("behind")),
+        vm_row("restarting"),
+        assessment_row(vm_id("restarting"), assessed=NOW - timedelta(hours=3)),
+        installation_row(vm_id("restarting"), NOW - timedelta(hours=1), reboot_status="Required"),
+        vm_row("old", image=WS2019),
+    ]
+    inventory = parse_rows(rows)
+    one_by_one = evaluator()
+    verdicts = [
+        one_by_one.evaluate(
+            machine, inventory.assessments.get(machine.id), inventory.installations.get(machine.id)
+        )
+        for machine in inventory.machines
+    ]
+    assert [(v.name, v.state) for v in verdicts] == [
+        ("current", State.COMPLIANT),
+        ("behind", State.PENDING),
+        ("restarting", State.REBOOT_PENDING),
+        ("old", State.NOT_ELIGIBLE),
+    ]
+    together = evaluator().evaluate_all(inventory)
+    assert [v.decision for v in verdicts] == [v.decision for v in together]
+    assert [v.assessment for v in verdicts] == [v.assessment for v in together]
+
+
+# -- a machine in another time zone ------------------------------------------------------------
+
+
+@pytest.fixture
+def pacific_machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local zone is not UTC (as on an operator's laptop)."""
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("pacific_machine")
+def test_times_are_read_as_utc_whatever_the_local_zone() -> None:
+    naive = as_utc(datetime(2026, 2, 14, 5, 0))
+    assert (naive, naive.utcoffset()) == (datetime(2026, 2, 14, 5, 0, tzinfo=UTC), timedelta(0))
+    plus_two = as_utc(datetime(2026, 2, 14, 5, 0, tzinfo=timezone(timedelta(hours=2))))
+    assert plus_two.utcoffset() == timedelta(0)
+    assert plus_two.hour == 3
