@@ -286,14 +286,25 @@ class AzureStore:
         """Transitions older than the retention go, and snapshot blobs beyond the newest few;
         a failure here loses nothing that is still wanted."""
         try:
-            transitions = self._tables["transitions"]
-            for entity in transitions.query_entities(
-                "at lt @horizon",
-                parameters={"horizon": _sortable(horizon)},
-                select=["PartitionKey", "RowKey"],
-            ):
-                transitions.delete_entity(entity["PartitionKey"], entity["RowKey"])
             table = self._tables["snapshots"]
+            # Finding old transitions scans the table: once a day of horizon is enough.
+            day = horizon.astimezone(UTC).date().isoformat()
+            try:
+                done = table.get_entity("marker", "expiry").get("day")
+            except ResourceNotFoundError:
+                done = None
+            if done != day:
+                transitions = self._tables["transitions"]
+                for entity in transitions.query_entities(
+                    "at lt @horizon",
+                    parameters={"horizon": _sortable(horizon)},
+                    select=["PartitionKey", "RowKey"],
+                ):
+                    transitions.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                table.upsert_entity(
+                    {"PartitionKey": "marker", "RowKey": "expiry", "day": day},
+                    mode=UpdateMode.REPLACE,
+                )
             kept = sorted(
                 (
                     (entity["taken_at"], entity["RowKey"])
