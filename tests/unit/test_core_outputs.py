@@ -48,10 +48,12 @@ def test_the_summary_as_a_document_counts_every_machine_once_in_every_roll_up() 
         assessment_row(vm_id("b")),
         vm_row("c", tags={}),  # never assessed, no ring
         vm_row("d", image=WS2019),
+        vm_row("e", tags={}),  # compliant, no ring: a second combination with the same state
+        assessment_row(vm_id("e")),
     ]
     summary = summarize(evaluator().evaluate_all(parse_rows(rows)))
     assert summary.as_dict() == {
-        "total": 4,
+        "total": 5,
         "by_state": {
             "unknown": 0,
             "not_eligible": 1,
@@ -60,23 +62,23 @@ def test_the_summary_as_a_document_counts_every_machine_once_in_every_roll_up() 
             "non_compliant": 0,
             "reboot_pending": 0,
             "pending": 0,
-            "compliant": 2,
+            "compliant": 3,
         },
         "by_action": {
-            "none": 3,
+            "none": 4,
             "assess": 1,
             "install_hotpatch": 0,
             "install_baseline": 0,
             "fix_configuration": 0,
             "investigate": 0,
         },
-        "by_subscription": {SUB: {"not_eligible": 1, "assessment_due": 1, "compliant": 2}},
+        "by_subscription": {SUB: {"not_eligible": 1, "assessment_due": 1, "compliant": 3}},
         "by_os": {
             "(other)": {"not_eligible": 1},
-            "ws2022": {"assessment_due": 1, "compliant": 2},
+            "ws2022": {"assessment_due": 1, "compliant": 3},
         },
         "by_ring": {
-            "(untagged)": {"assessment_due": 1},
+            "(untagged)": {"assessment_due": 1, "compliant": 1},
             "1": {"not_eligible": 1, "compliant": 2},
         },
     }

@@ -3,6 +3,7 @@ why: its key, name, subscription and error are what an operator uses to find and
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -137,3 +138,99 @@ def test_the_machine_of_a_patch_row_is_whatever_comes_before_its_segment(
     row_id: str, machine: str | None
 ) -> None:
     assert machine_id_of(row_id) == machine
+
+
+# -- counts the rules read ---------------------------------------------------------------------
+
+
+def _assessment_with(counts: object) -> dict[str, Any]:
+    row = assessment_row(vm_id("vm1"))
+    row["properties"]["availablePatchCountByClassification"] = counts
+    return row
+
+
+@pytest.mark.parametrize(
+    ("counts", "restart_capable"),
+    [
+        ({"critical": 1, "security": 2, "definition": 5}, 0),
+        ({"critical": 1, "other": 1, "updateRollUp": 2, "featurePack": None}, 3),
+        ({"other": 0}, 0),
+        ({}, 0),
+        (None, 0),
+    ],
+    ids=["critical, security, definitions", "the others add up", "zero", "empty", "absent"],
+)
+def test_restart_capable_updates_are_the_classes_other_than_critical_security_definitions(
+    counts: object, restart_capable: int
+) -> None:
+    (assessment,) = parse_rows([vm_row("vm1"), _assessment_with(counts)]).assessments.values()
+    assert assessment.restart_capable == restart_capable
+
+
+@pytest.mark.parametrize(
+    ("counts", "error"),
+    [
+        ({"other": -1}, "other must be a count, not -1"),
+        ({"updateRollUp": "2"}, "updateRollUp must be a count, not '2'"),
+        ({"tools": True}, "tools must be a count, not True"),
+        (["other", 1], "availablePatchCountByClassification must be an object"),
+    ],
+)
+def test_counts_that_are_not_counts_make_the_machine_unknown_saying_which(
+    counts: object, error: str
+) -> None:
+    (machine,) = malformed([vm_row("vm1"), _assessment_with(counts)])
+    assert error in machine.error
+
+
+# -- which row counts ---------------------------------------------------------------------------
+
+
+def test_of_two_installation_rows_with_the_same_time_the_first_read_counts() -> None:
+    rows = [
+        vm_row("vm1"),
+        installation_row(vm_id("vm1"), NOW, "a", reboot_status="Required"),
+        installation_row(vm_id("vm1"), NOW, "b", reboot_status="NotNeeded"),
+    ]
+    (installation,) = parse_rows(rows).installations.values()
+    assert installation.reboot_status == "Required"
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_the_newest_installation_row_counts_whatever_the_order_and_a_row_without_time_never(
+    order: tuple[int, int, int],
+) -> None:
+    timeless = installation_row(vm_id("vm1"), NOW, "none", reboot_status="Failed")
+    del timeless["properties"]["lastModifiedDateTime"]
+    candidates = [
+        installation_row(vm_id("vm1"), NOW - timedelta(days=1), "old", reboot_status="Required"),
+        installation_row(vm_id("vm1"), NOW, "new", reboot_status="NotNeeded"),
+        timeless,
+    ]
+    rows = [vm_row("vm1"), *(candidates[i] for i in order)]
+    (installation,) = parse_rows(rows).installations.values()
+    assert installation.reboot_status == "NotNeeded"
+
+
+def test_a_row_whose_type_is_not_text_is_passed_over_and_counted() -> None:
+    inventory = parse_rows([{"id": "x", "type": 5}, vm_row("vm1")])
+    assert (len(inventory.machines), inventory.ignored) == (1, 1)
+
+
+def test_a_row_of_a_type_in_another_case_without_an_id_is_keyed_by_its_position() -> None:
+    row = vm_row("x", **BAD_SKU)
+    row["type"] = "Microsoft.Compute/virtualMachines"
+    del row["id"]
+    (machine,) = malformed([row])
+    assert machine.id == "(row 0)"
+
+
+def test_a_patch_row_of_a_type_in_another_case_with_broken_properties_marks_its_machine() -> None:
+    installation = installation_row(vm_id("vm1"), NOW)
+    installation["type"] = "Microsoft.Compute/virtualMachines/patchInstallationResults"
+    installation["properties"] = [1]
+    (machine,) = malformed([vm_row("vm1"), installation])
+    assert (machine.id, machine.error) == (
+        vm_id("vm1").casefold(),
+        "installation row: properties: not an object (list)",
+    )

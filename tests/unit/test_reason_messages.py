@@ -17,6 +17,7 @@ from hotpatch.data import shipped_image_catalog, shipped_release_catalog
 from tests.builders import DELETE, NOW, arc_id, arc_row, assessment_row, vm_id, vm_row
 
 MAY = datetime(2026, 5, 19, 12, 0, tzinfo=UTC)
+PATCH = "properties.osProfile.windowsConfiguration.patchSettings"
 AZURE_EDITION = "Windows Server 2022 Datacenter: Azure Edition"
 FEB_2026 = "10.0.20348.4711"
 
@@ -38,9 +39,10 @@ def signalled(verdict: Verdict) -> list[tuple[str, str]]:
 
 
 def quiet_assessment(machine_id: str, **fields: Any) -> dict[str, Any]:
-    """An assessment that found nothing at all: no update of any class is available."""
+    """An assessment that found no update beyond the critical and security ones asked for."""
     row = assessment_row(machine_id, **fields)
-    row["properties"]["availablePatchCountByClassification"] = {"critical": 0, "security": 0}
+    counts = row["properties"]["availablePatchCountByClassification"]
+    del counts["other"]
     return row
 
 
@@ -231,3 +233,198 @@ def test_a_machine_that_is_not_eligible_has_no_restart_forecast() -> None:
     row = vm_row(image=("MicrosoftWindowsServer", "WindowsServer", "2019-datacenter"))
     verdict = judge(row, quiet_assessment(vm_id("vm1")))
     assert (verdict.next_restart, verdict.restart_cause) == (None, None)
+
+
+# -- the assessment and the updates it found ---------------------------------------------------
+
+LATER = datetime(2026, 2, 20, 12, 0, tzinfo=UTC)  # past the 2026-02 grace (2026-02-17 18:00Z)
+
+
+@pytest.mark.parametrize(
+    ("rows", "now", "reasons"),
+    [
+        pytest.param(
+            [vm_row(build=FEB_2026)],
+            NOW,
+            [("never_assessed", "no patch assessment on record")],
+            id="never assessed",
+        ),
+        pytest.param(
+            [vm_row(build=FEB_2026), quiet_assessment(vm_id("vm1"), status="Failed")],
+            NOW,
+            [("assessment_failed", "the latest assessment failed")],
+            id="failed",
+        ),
+        pytest.param(
+            [
+                vm_row(build=FEB_2026),
+                quiet_assessment(vm_id("vm1"), assessed=datetime(2026, 2, 1, tzinfo=UTC)),
+            ],
+            NOW,
+            [
+                (
+                    "assessment_stale",
+                    "the latest assessment is older than 72 h (the policy's maximum age)",
+                )
+            ],
+            id="stale",
+        ),
+        pytest.param(
+            [vm_row(build="10.0.20348.1000"), quiet_assessment(vm_id("vm1"))],
+            NOW,
+            [
+                (
+                    "off_cycle",
+                    "build 10.0.20348.1000 is older than every published ws2022 hotpatch release; "
+                    "it needs the current baseline",
+                )
+            ],
+            id="older than the catalog",
+        ),
+        pytest.param(
+            [vm_row(build="10.0.20348.4467"), quiet_assessment(vm_id("vm1"))],
+            NOW,
+            [
+                (
+                    "off_cycle",
+                    "build 10.0.20348.4467 is at 2025-12, behind the 2026-01 baseline: it cannot "
+                    "take hotpatches until it is back on a baseline (2 release(s) behind the "
+                    "2026-02 release (KB5075943, build 10.0.20348.4711))",
+                )
+            ],
+            id="behind the baseline",
+        ),
+        pytest.param(
+            [vm_row(build="10.0.20348.4648"), quiet_assessment(vm_id("vm1"), assessed=LATER)],
+            LATER,
+            [
+                (
+                    "build_behind",
+                    "build 10.0.20348.4648 is at 2026-01, 1 release(s) behind the 2026-02 release "
+                    "(KB5075943, build 10.0.20348.4711)",
+                )
+            ],
+            id="behind past the grace",
+        ),
+        pytest.param(
+            [vm_row(build=FEB_2026), quiet_assessment(vm_id("vm1"), critical=2)],
+            NOW,
+            [
+                (
+                    "updates_pending",
+                    "2 critical and 0 security update(s) missing; grace period ends "
+                    "2026-02-17T18:00Z",
+                )
+            ],
+            id="updates inside the grace",
+        ),
+        pytest.param(
+            [vm_row(build=FEB_2026), quiet_assessment(vm_id("vm1"), assessed=LATER, security=1)],
+            LATER,
+            [
+                (
+                    "missing_security_updates",
+                    "0 critical and 1 security update(s) missing past the grace period (ended "
+                    "2026-02-17T18:00Z)",
+                )
+            ],
+            id="updates past the grace",
+        ),
+    ],
+)
+def test_the_assessment_rules_say_what_they_found_word_for_word(
+    rows: list[dict[str, Any]], now: datetime, reasons: list[tuple[str, str]]
+) -> None:
+    assert said(judge(*rows, now=now)) == reasons
+
+
+def test_a_machine_that_reports_no_build_takes_missing_updates_as_a_hotpatch() -> None:
+    verdict = judge(vm_row(build=None), quiet_assessment(vm_id("vm1"), security=1))
+    assert (verdict.state.value, verdict.action.value) == ("pending", "install_hotpatch")
+
+
+# -- signals: facts beside the verdict that do not change it ----------------------------------
+
+
+def test_the_signals_of_a_vm_say_what_to_watch_word_for_word() -> None:
+    row = vm_row(
+        **{
+            f"{PATCH}.assessmentMode": "ImageDefault",
+            f"{PATCH}.automaticByPlatformSettings.bypassPlatformSafetyChecksOnUserSchedule": True,
+            "properties.securityProfile": DELETE,
+        }
+    )
+    assessment = assessment_row(vm_id("vm1"))  # "other": 1
+    assessment["properties"]["availablePatchCountByClassification"]["updateRollUp"] = 2
+    assert signalled(judge(row, assessment)) == [
+        (
+            "periodic_assessment_off",
+            "assessmentMode is ImageDefault: no periodic assessment every 24 h, so assessments "
+            "go stale unless one is started (set it to AutomaticByPlatform)",
+        ),
+        (
+            "customer_managed_schedule",
+            "bypassPlatformSafetyChecksOnUserSchedule is true: installs run only on its Update "
+            "Manager maintenance schedule; without one, installs are skipped",
+        ),
+        (
+            "security_type",
+            "security type Standard (no Trusted Launch); reported as a signal, not a documented "
+            "hotpatch requirement",
+        ),
+        (
+            "restart_capable_updates",
+            "3 non-security update(s) available (.NET, drivers, rollups): they can need a restart "
+            "even in a hotpatch month",
+        ),
+    ]
+
+
+def test_a_vm_set_up_as_hotpatch_expects_shows_only_its_security_type() -> None:
+    verdict = judge(vm_row(), quiet_assessment(vm_id("vm1")))
+    assert signalled(verdict) == [
+        (
+            "security_type",
+            "security type TrustedLaunch; reported as a signal, not a documented hotpatch "
+            "requirement",
+        )
+    ]
+
+
+def test_signals_shared_between_machines_follow_each_machines_own_updates() -> None:
+    """The evaluator makes signals once per combination of facts: the count of restart-capable
+    updates (and whether there is an assessment at all) must be one of them."""
+    policy = Policy()
+    evaluator = Evaluator(shipped_image_catalog(), Calendar(shipped_release_catalog()), policy, NOW)
+    rows = [
+        vm_row("one"),
+        assessment_row(vm_id("one")),  # "other": 1
+        vm_row("none"),
+        quiet_assessment(vm_id("none")),
+        vm_row("two"),
+        assessment_row(vm_id("two")),
+        vm_row("unassessed"),
+    ]
+    rows[5]["properties"]["availablePatchCountByClassification"]["other"] = 2
+    restart_capable = {
+        v.name: [s.message.split()[0] for s in v.signals if s.code == "restart_capable_updates"]
+        for v in evaluator.evaluate_all(parse_rows(rows))
+    }
+    assert restart_capable == {"one": ["1"], "none": [], "two": ["2"], "unassessed": []}
+
+
+def test_restart_forecasts_shared_between_machines_follow_each_machines_own_updates() -> None:
+    evaluator = Evaluator(
+        shipped_image_catalog(), Calendar(shipped_release_catalog()), Policy(), NOW
+    )
+    rows = [
+        vm_row("some"),
+        assessment_row(vm_id("some")),  # "other": 1
+        vm_row("none"),
+        quiet_assessment(vm_id("none")),
+    ]
+    causes = {
+        v.name: v.restart_cause.split()[0] if v.restart_cause else None
+        for v in evaluator.evaluate_all(parse_rows(rows))
+    }
+    assert causes == {"some": "non-security", "none": "the"}
