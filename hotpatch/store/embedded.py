@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,8 @@ from hotpatch.store.snapshots import CHUNK_ROWS, ChunkedWriter, TransitionRow, c
 
 #: Snapshot files kept (their counts stay in the trend after the file goes).
 KEEP_SNAPSHOTS = 10
+#: A snapshot being written that has not grown for this long was left by a dead sweep.
+STALE_PART_S = 24 * 3600
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S = 30.0
 
@@ -255,6 +258,12 @@ class EmbeddedStore:
                 db.executemany("UPDATE snapshots SET has_data = 0 WHERE run_id = ?", old)
             for (run_id,) in old:
                 self._file(run_id).unlink(missing_ok=True)
+            # A live writer touches its .part with every chunk; one untouched for a day
+            # belongs to a sweep that died.
+            stale = time.time() - STALE_PART_S
+            for part in self.snapshot_dir.glob("*.part"):
+                if part.stat().st_mtime < stale:
+                    part.unlink(missing_ok=True)
         except (OSError, StoreError):
             pass
 

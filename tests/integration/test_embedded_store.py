@@ -4,10 +4,12 @@ a full disk (a file-size limit in a child process), none of which loses an ackno
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -194,3 +196,21 @@ def test_a_store_that_cannot_be_opened_says_so_as_a_store_error(tmp_path: Path) 
     blocker.write_text("not a directory")
     with pytest.raises(StoreError, match="cannot be opened"):
         EmbeddedStore(blocker / "store.db")
+
+
+def test_a_snapshot_left_half_written_a_day_ago_is_cleared_by_the_next_commit(
+    tmp_path: Path,
+) -> None:
+    store = EmbeddedStore(tmp_path / "store.db")
+    try:
+        dead = store.snapshot_dir / "run-dead.part"
+        dead.write_bytes(b"half a sweep")
+        two_days_ago = time.time() - 2 * 86400
+        os.utime(dead, (two_days_ago, two_days_ago))
+        (store.snapshot_dir / "run-live.part").write_bytes(b"another sweep, still writing")
+        writer = store.begin_snapshot("run-1", T0)
+        writer.commit()
+        assert not dead.exists()
+        assert (store.snapshot_dir / "run-live.part").exists()
+    finally:
+        store.close()
