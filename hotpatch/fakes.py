@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from hotpatch.core.models import MachineKind
+from hotpatch.core.resource_types import machine_id_of
 from hotpatch.ports.inventory import InventoryPager, InventoryStats, RawRow, Scope
 from hotpatch.ports.patch_operations import (
     Clock,
@@ -68,12 +69,8 @@ class InMemoryInventory:
 
 def _machine_key(row: RawRow) -> str:
     """The machine a raw row belongs to: its own id, or the id its patch row hangs under."""
-    key = str(row.get("id", "")).casefold()
-    for mark in ("/patchassessmentresults/", "/patchinstallationresults/"):
-        cut = key.find(mark)
-        if cut > 0:
-            return key[:cut]
-    return key
+    key = str(row.get("id", ""))
+    return machine_id_of(key) or key.casefold()
 
 
 @dataclass(frozen=True, slots=True)

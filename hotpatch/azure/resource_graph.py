@@ -53,6 +53,7 @@ from hotpatch.azure.responses import (
     retry_after,
     status_code,
 )
+from hotpatch.core.resource_types import ASSESSMENT_RESULTS, INSTALLATION_RESULTS
 from hotpatch.errors import (
     AzureAccessError,
     AzureUnavailableError,
@@ -430,8 +431,8 @@ def export_rows(joined: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [machine]
     machine_type = joined.get("type")
     for id_key, body_key, table in (
-        ("assessmentId", "assessment", "patchassessmentresults"),
-        ("installationId", "installation", "patchinstallationresults"),
+        ("assessmentId", "assessment", ASSESSMENT_RESULTS),
+        ("installationId", "installation", INSTALLATION_RESULTS),
     ):
         if joined.get(id_key) is not None and isinstance(machine_type, str):
             rows.append(
