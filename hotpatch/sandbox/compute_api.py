@@ -35,6 +35,8 @@ from hotpatch.sandbox.patch_decisions import InstallRequest, InvalidParameterErr
 _T = TypeVar("_T")
 
 #: ARM resource types as ARM spells them (Resource Graph lower-cases them).
+# ARM spellings kept here on purpose, apart from hotpatch.core.resource_types: the sandbox is an
+# independent check of the product's constants, not a reader of them.
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 ARC_TYPE = "Microsoft.HybridCompute/machines"
 _POWER_STATES = {

@@ -81,6 +81,8 @@ _IMPLICIT_TABLE = re.compile(
     r"order\b|sort\b|count\b|distinct\b|mv-expand\b|mvexpand\b|join\b|parse\b)",
     re.IGNORECASE,
 )
+# The sandbox spells Azure's wire constants (types, tables, id segments) itself on purpose: it is
+# an independent check of hotpatch.core.resource_types, which the product code reads.
 _MACHINE_TYPES = ("microsoft.compute/virtualmachines", "microsoft.hybridcompute/machines")
 
 _LATEST = "/patchassessmentresults/latest"
