@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from hotpatch.core.calendar import Calendar, YearMonth, release_instant
+from hotpatch.core.calendar import Calendar, MonthOverride, YearMonth, release_instant
 from hotpatch.core.compliance import Evaluator, summarize
 from hotpatch.core.images import ImageCatalog, ImageCatalogFile, ImageEntry
 from hotpatch.core.inventory import parse_rows
@@ -434,3 +434,48 @@ def test_times_are_read_as_utc_whatever_the_local_zone() -> None:
     plus_two = as_utc(datetime(2026, 2, 14, 5, 0, tzinfo=timezone(timedelta(hours=2))))
     assert plus_two.utcoffset() == timedelta(0)
     assert plus_two.hour == 3
+
+
+@pytest.mark.parametrize(
+    ("sku", "os"),
+    [
+        ("2025-datacenter-g2", OsFamily.WS2025),
+        ("2022-datacenter-g2", OsFamily.WS2022),
+        ("2019-datacenter", None),
+    ],
+)
+def test_an_unlisted_windows_server_sku_keeps_the_release_its_name_says(
+    sku: str, os: OsFamily | None
+) -> None:
+    catalog = ImageCatalog(
+        ImageCatalogFile(
+            hotpatchable=[ImageEntry(publisher="Pub", offer="Offer", sku="Hot-2025", os="ws2025")]
+        )
+    )
+    match = catalog.match("MicrosoftWindowsServer", "WindowsServer", sku)
+    assert (match.os, match.preview) == (os, False)
+
+
+def test_the_next_baseline_follows_the_catalogs_unplanned_baselines() -> None:
+    # WS2022's August 2024 release was an unplanned baseline (a restart in a hotpatch month).
+    slot = Calendar(shipped_release_catalog()).next_baseline_after(
+        OsFamily.WS2022, YearMonth(2024, 7)
+    )
+    assert (slot.os, slot.month, slot.kind) == (
+        OsFamily.WS2022,
+        YearMonth(2024, 8),
+        MonthKind.UNPLANNED_BASELINE,
+    )
+
+
+def test_the_next_baseline_follows_an_operators_word_on_a_later_month() -> None:
+    march = MonthOverride(YearMonth(2026, 3), MonthKind.UNPLANNED_BASELINE, OsFamily.WS2022)
+    calendar = Calendar(shipped_release_catalog(), [march])
+    slot = calendar.next_baseline_after(OsFamily.WS2022, YearMonth(2026, 1))
+    assert (slot.month, slot.kind, slot.source) == (
+        YearMonth(2026, 3),
+        MonthKind.UNPLANNED_BASELINE,
+        "override",
+    )
+    other = calendar.next_baseline_after(OsFamily.WS2025, YearMonth(2026, 1))
+    assert other.month == YearMonth(2026, 4)  # the override names WS2022 only

@@ -234,3 +234,29 @@ def test_a_patch_row_of_a_type_in_another_case_with_broken_properties_marks_its_
         vm_id("vm1").casefold(),
         "installation row: properties: not an object (list)",
     )
+
+
+def test_a_broken_row_without_id_or_name_is_named_by_its_position() -> None:
+    row = vm_row("x", **BAD_SKU)
+    row["type"] = "Microsoft.Compute/virtualMachines"
+    del row["id"]
+    del row["name"]
+    (machine,) = malformed([row])
+    assert (machine.id, machine.name) == ("(row 0)", "(row 0)")
+
+
+def test_a_broken_row_of_a_type_in_another_case_without_an_id_is_keyed_by_its_position() -> None:
+    row = vm_row("x")
+    row["type"] = "Microsoft.Compute/virtualMachines"
+    row["properties"] = "garbage"
+    del row["id"]
+    (machine,) = malformed([row])
+    assert machine.id == "(row 0)"
+
+
+def test_a_broken_patch_row_without_an_id_is_keyed_by_its_position() -> None:
+    row = assessment_row(vm_id("vm1"))
+    del row["id"]
+    row["properties"]["lastModifiedDateTime"] = "yesterday"
+    (machine,) = malformed([row])
+    assert machine.id == "(row 0)"

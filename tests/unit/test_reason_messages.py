@@ -428,3 +428,24 @@ def test_restart_forecasts_shared_between_machines_follow_each_machines_own_upda
         for v in evaluator.evaluate_all(parse_rows(rows))
     }
     assert causes == {"some": "non-security", "none": "the"}
+
+
+def test_a_regular_build_is_back_on_the_track_at_an_announced_unplanned_baseline() -> None:
+    march = MonthOverride(YearMonth(2026, 3), MonthKind.UNPLANNED_BASELINE, OsFamily.WS2022)
+    verdict = judge(
+        vm_row(build="10.0.20348.4773"),  # February's regular cumulative update
+        quiet_assessment(vm_id("vm1")),
+        policy=Policy(month_overrides=(march,)),
+    )
+    (code, message) = said(verdict)[0]
+    assert code == "regular_channel_build"
+    assert "restarting every month until the 2026-03 baseline brings it back" in message
+
+
+def test_a_build_released_after_now_is_judged_as_the_catalog_stood_at_now() -> None:
+    # At NOW (2026-02-14) the newest WS2022 release is February's; March's build is not known
+    # yet, and neither is any build past it.
+    for build in ("10.0.20348.4830", "10.0.20348.99999"):
+        verdict = judge(vm_row(build=build), quiet_assessment(vm_id("vm1")))
+        assert [code for code, _ in said(verdict)] == ["build_not_in_catalog"], build
+        assert (verdict.release_month, verdict.releases_behind) == ("2026-02", None), build
