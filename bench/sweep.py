@@ -18,12 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from hotpatch.bootstrap import SandboxEndpoint, sandbox_target
 from hotpatch.bulk import collector_paused
 from hotpatch.ports import InventoryProgress, Scope
 from hotpatch.sandbox.arm import Quota
 from hotpatch.sandbox.estate import EstateSpec, generate_estate
 from hotpatch.sandbox.server import SandboxConfig
-from hotpatch.sandbox.session import default_as_of, running_sandbox, sandbox_inventory
+from hotpatch.sandbox.session import default_as_of, running_sandbox
 from hotpatch.service import Rules, sweep
 from hotpatch.settings import Settings
 
@@ -52,9 +53,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as state:
         config = SandboxConfig(state_dir=Path(state), graph_quota=QUOTA, max_page_size=1000)
         started = time.perf_counter()
-        with running_sandbox(estate, config) as sandbox:
+        with (
+            running_sandbox(estate, config) as sandbox,
+            sandbox_target(SandboxEndpoint(sandbox.base_url, sandbox.ca_path)) as target,
+        ):
             print(f"sandbox loaded in {time.perf_counter() - started:.1f} s; sweeping…", flush=True)
-            inventory = sandbox_inventory(sandbox)
+            inventory = target.inventory
             del estate  # the sandbox holds its own copy; keep the heap small for the sweep
 
             last_page: list[float] = []

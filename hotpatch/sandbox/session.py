@@ -7,8 +7,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
-from hotpatch.azure.credentials import StaticTokenCredential
-from hotpatch.azure.resource_graph import ResourceGraphInventory, resource_graph_client
 from hotpatch.core.calendar import release_instant
 from hotpatch.core.releases import ReleaseCatalog
 from hotpatch.sandbox.estate import Estate, EstateSpec, generate_estate, read_export
@@ -50,11 +48,3 @@ def running_sandbox(estate: Estate, config: SandboxConfig | None = None) -> Iter
         yield sandbox
     finally:
         sandbox.stop()
-
-
-def sandbox_inventory(sandbox: Sandbox) -> ResourceGraphInventory:
-    """The real Resource Graph adapter, aimed at the sandbox over TLS with its CA."""
-    client = resource_graph_client(
-        StaticTokenCredential(), base_url=sandbox.base_url, connection_verify=str(sandbox.ca_path)
-    )
-    return ResourceGraphInventory(client)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hotpatch.azure.resource_graph import RetryPolicy
+from hotpatch.azure.credentials import StaticTokenCredential
+from hotpatch.azure.resource_graph import ResourceGraphInventory, RetryPolicy, resource_graph_client
+from hotpatch.bootstrap import SandboxEndpoint, sandbox_target
 from hotpatch.cli import main
 from hotpatch.core.models import Verdict
 from hotpatch.data import shipped_release_catalog
@@ -18,7 +20,7 @@ from hotpatch.ports import Scope
 from hotpatch.sandbox.arm import FaultConfig
 from hotpatch.sandbox.estate import Estate, EstateSpec, generate_estate
 from hotpatch.sandbox.server import SandboxConfig
-from hotpatch.sandbox.session import default_as_of, running_sandbox, sandbox_inventory
+from hotpatch.sandbox.session import default_as_of, running_sandbox
 from hotpatch.service import Rules, evaluate_rows, sweep
 from hotpatch.settings import Settings
 
@@ -45,8 +47,11 @@ def test_a_sandbox_sweep_gives_the_verdicts_evaluate_gives_on_the_exported_estat
     write_rows(export, estate.rows())
     from_file = evaluate_rows(read_rows(export), RULES, AS_OF)
     config = SandboxConfig(state_dir=tmp_path / "sandbox", graph_quota=None)
-    with running_sandbox(estate, config) as sandbox:
-        swept = sweep(sandbox_inventory(sandbox), Scope(), RULES, now=AS_OF)
+    with (
+        running_sandbox(estate, config) as sandbox,
+        sandbox_target(SandboxEndpoint(sandbox.base_url, sandbox.ca_path)) as target,
+    ):
+        swept = sweep(target.inventory, Scope(), RULES, now=AS_OF)
     assert swept.evaluation.summary.total == len(estate.machine_ids()) >= 10_000
     assert judged(swept.evaluation.verdicts) == judged(from_file.verdicts)
     # One query row per machine or Flexible scale set (Uniform instances from computeresources),
@@ -68,8 +73,13 @@ def test_with_server_errors_and_429_bursts_every_machine_is_accounted_for_once(
     )
     config = SandboxConfig(state_dir=tmp_path / "sandbox", graph_quota=None, faults=faults)
     with running_sandbox(estate, config) as sandbox:
-        inventory = sandbox_inventory(sandbox)
-        inventory.retry = RetryPolicy(attempts=10)
+        # The adapter itself, built by hand: this test gives it a longer retry policy.
+        client = resource_graph_client(
+            StaticTokenCredential(),
+            base_url=sandbox.base_url,
+            connection_verify=str(sandbox.ca_path),
+        )
+        inventory = ResourceGraphInventory(client, retry=RetryPolicy(attempts=10))
         swept = sweep(inventory, Scope(), RULES, now=AS_OF)
         injected = sandbox.counters().faults
     ids = [v.id for v in swept.evaluation.verdicts]
