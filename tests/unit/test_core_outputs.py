@@ -479,3 +479,27 @@ def test_the_next_baseline_follows_an_operators_word_on_a_later_month() -> None:
     )
     other = calendar.next_baseline_after(OsFamily.WS2025, YearMonth(2026, 1))
     assert other.month == YearMonth(2026, 4)  # the override names WS2022 only
+
+
+def test_build_lookups_see_only_the_releases_published_through_a_month() -> None:
+    # A catalog built here, not the shipped one whose lookups other tests have already made.
+    shipped = shipped_release_catalog()
+    catalog = ReleaseCatalog(shipped.releases, shipped.covers_through)
+    ws2022 = OsFamily.WS2022
+    march = catalog.exact(ws2022, 4830)
+    assert march is not None
+    assert (march.month, march.kb) == ("2026-03", "KB5078737")
+    assert catalog.exact(ws2022, 4830, "2026-02") is None
+    regular = catalog.exact(ws2022, 4773, "2026-02")  # February's regular cumulative update
+    assert regular is not None
+    assert regular.channel is Channel.REGULAR
+    assert catalog.newest_revision(ws2022) == 5139  # May's regular update: either track counts
+    assert catalog.newest_revision(ws2022, "2026-02") == 4773
+    below = catalog.at_or_below(ws2022, 4900, "2026-02")
+    assert below is not None
+    assert below.build == "20348.4711"  # on the track, through February
+    below_all = catalog.at_or_below(ws2022, 4900)
+    assert below_all is not None
+    assert below_all.build == "20348.4830"  # the regular 4893 is not on the track
+    assert catalog.at_or_below(ws2022, 1) is None
+    assert ReleaseCatalog([]).newest_revision(ws2022) is None
