@@ -10,7 +10,7 @@ from typing import Any
 
 from hotpatch.bulk import collector_paused
 from hotpatch.errors import InputError
-from hotpatch.files import write_with
+from hotpatch.files import check_output_file, write_with
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,5 +84,5 @@ def write_rows(path: Path, rows: Sequence[Any]) -> None:
     The file appears whole or not at all (see `hotpatch.files`); its folder is created.
     """
     document = {"totalRecords": len(rows), "count": len(rows), "data": list(rows)}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(path)
     write_with(path, lambda out: json.dump(document, out, separators=(",", ":")))

@@ -93,7 +93,10 @@ def new_path(directory: Path, stem: str, suffix: str) -> Path:
 
 
 def _temporary(path: Path, write: Callable[[TextIO], object], option: str) -> Path:
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as error:  # a folder that cannot hold files (/proc), read-only or full
+        raise OutputError(f"{option} {path}: cannot write: {_reason(error)}") from error
     temporary = Path(name)
     try:
         with open(handle, "w", encoding=ENCODING, errors=ENCODING_ERRORS, newline="") as out:

@@ -131,6 +131,19 @@ CASES = {
     "output on a full disk": Case(
         (*EVALUATE, "--format", "csv", "--output", "/dev/full"), 2, "No space left on device"
     ),
+    "output in a folder that holds no files": Case(
+        (*EVALUATE, "--format", "json", "--output", "/proc/hotpatch-report.json"), 2, "cannot write"
+    ),
+    "export in a folder that holds no files": Case(
+        ("sandbox", "export", "--machines", "5", "--output", "/proc/hotpatch-export.json"),
+        2,
+        "cannot write",
+    ),
+    "export on a full disk": Case(
+        ("sandbox", "export", "--machines", "5", "--output", "/dev/full"),
+        2,
+        "No space left on device",
+    ),
     "sweep output that is a directory": Case(
         (*SWEEP, "--format", "json", "--output", "{tmp}/out"),
         2,
