@@ -1284,7 +1284,38 @@ class _Generator:
         if features is not None:
             properties["licenseProfile"] = {"productProfile": {"productFeatures": features}}
         properties["cloudMetadata"] = {"provider": self.pick(("N/A", "N/A", "AWS", "GCP"))}
+        self.add_arc(
+            machine_id,
+            name,
+            place,
+            properties,
+            arc_kind="",
+            build=build,
+            track=track,
+            connected=connected,
+            behind=behind,
+            missing_updates=behind or kind != ARC_WS2025_ENROLLED,
+        )
+
+    def add_arc(
+        self,
+        machine_id: str,
+        name: str,
+        place: _Place,
+        properties: dict[str, Any],
+        *,
+        arc_kind: str,
+        build: Release | None,
+        track: _Track | None,
+        connected: bool,
+        behind: bool,
+        missing_updates: bool,
+    ) -> None:
+        """An Arc machine's row (its `kind` column says where it runs), install history and
+        latest assessment."""
         row = self.row(machine_id, name, ARC_MACHINE, place, properties)
+        if arc_kind:
+            row["kind"] = arc_kind
         row["tags"] = self.tags()
         row["identity"] = {
             "type": "SystemAssigned",
@@ -1303,7 +1334,7 @@ class _Generator:
         self.assessment(
             target,
             when=self.assessed_at(not connected or self.random() < 0.05, last_success),
-            counts=self.windows_counts(behind or kind != ARC_WS2025_ENROLLED),
+            counts=self.windows_counts(missing_updates),
             reboot_pending=self.random() < REBOOT_PENDING_SHARE,
             missing=track.in_force if behind and track is not None else None,
         )
@@ -1371,29 +1402,17 @@ class _Generator:
             "computerName": name,
             "windowsConfiguration": {"patchSettings": patch_settings},
         }
-        row = self.row(machine_id, name, ARC_MACHINE, place, properties)
-        row["kind"] = "HCI"
-        row["tags"] = self.tags()
-        row["identity"] = {
-            "type": "SystemAssigned",
-            "principalId": self.guid(),
-            "tenantId": self.tenant,
-        }
-        self.resources.append(row)
-        target = _Target(machine_id, place, ARC_MACHINE, False, "Platform")
-        last_success = 0
-        if build is not None and track is not None and connected and self.random() < 0.8:
-            last_success = self.install_history(
-                target, track, build, behind=behind, reboot_pending=False
-            )
-        if self.random() < 0.1:
-            return
-        self.assessment(
-            target,
-            when=self.assessed_at(not connected or self.random() < 0.05, last_success),
-            counts=self.windows_counts(behind),
-            reboot_pending=self.random() < REBOOT_PENDING_SHARE,
-            missing=track.in_force if behind and track is not None else None,
+        self.add_arc(
+            machine_id,
+            name,
+            place,
+            properties,
+            arc_kind="HCI",
+            build=build,
+            track=track,
+            connected=connected,
+            behind=behind,
+            missing_updates=behind,
         )
 
     def run(self) -> Estate:
