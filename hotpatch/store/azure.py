@@ -49,9 +49,6 @@ from hotpatch.ports.store import (
     SnapshotInfo,
     SnapshotWriter,
     Transition,
-    VerdictPage,
-    VerdictQuery,
-    VerdictRow,
     machine_digest,
 )
 from hotpatch.store import snapshots
@@ -95,7 +92,7 @@ def _azure(what: str) -> Iterator[None]:
         raise StoreError(f"Azure store: {what}: {message}") from error
 
 
-class AzureStore:
+class AzureStore(snapshots.SnapshotReads):
     """Blob container `<prefix>` for snapshots; tables `<prefix><name>` for the rest."""
 
     def __init__(
@@ -171,20 +168,6 @@ class AzureStore:
     def latest_snapshot(self) -> SnapshotInfo | None:
         latest, _ = self._pointer()
         return None if latest is None else self._info(latest)
-
-    def latest_verdicts(
-        self,
-        query: VerdictQuery = VerdictQuery(),  # noqa: B008 (immutable)
-        *,
-        page_size: int = 1000,
-        continuation: str | None = None,
-    ) -> VerdictPage:
-        info = self.latest_snapshot()
-        return snapshots.page(info, self._reader(info), query, page_size, continuation)
-
-    def verdict(self, machine_id: str) -> VerdictRow | None:
-        info = self.latest_snapshot()
-        return self._lookup.find(info, self._reader(info), machine_id)
 
     def trend(self, limit: int = 30) -> list[SnapshotInfo]:
         with _azure("listing snapshots"):

@@ -31,9 +31,6 @@ from hotpatch.ports.store import (
     SnapshotInfo,
     SnapshotWriter,
     Transition,
-    VerdictPage,
-    VerdictQuery,
-    VerdictRow,
     machine_digest,
 )
 from hotpatch.store import snapshots
@@ -87,7 +84,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(handle)
 
 
-class EmbeddedStore:
+class EmbeddedStore(snapshots.SnapshotReads):
     """SQLite database `database` and snapshot files in `snapshot_dir`."""
 
     def __init__(
@@ -169,20 +166,6 @@ class EmbeddedStore:
             " WHERE p.name = 'latest'"
         )
         return SnapshotInfo.model_validate_json(str(found[0][0])) if found else None
-
-    def latest_verdicts(
-        self,
-        query: VerdictQuery = VerdictQuery(),  # noqa: B008 (immutable)
-        *,
-        page_size: int = 1000,
-        continuation: str | None = None,
-    ) -> VerdictPage:
-        info = self.latest_snapshot()
-        return snapshots.page(info, self._reader(info), query, page_size, continuation)
-
-    def verdict(self, machine_id: str) -> VerdictRow | None:
-        info = self.latest_snapshot()
-        return self._lookup.find(info, self._reader(info), machine_id)
 
     def trend(self, limit: int = 30) -> list[SnapshotInfo]:
         found = self._read(

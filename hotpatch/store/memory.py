@@ -23,16 +23,13 @@ from hotpatch.ports.store import (
     SnapshotInfo,
     SnapshotWriter,
     Transition,
-    VerdictPage,
-    VerdictQuery,
-    VerdictRow,
     machine_key,
 )
 from hotpatch.store import snapshots
 from hotpatch.store.snapshots import CHUNK_ROWS, ChunkedWriter, TransitionRow, check_run_id
 
 
-class MemoryStore:
+class MemoryStore(snapshots.SnapshotReads):
     """Everything in dictionaries; nothing survives the process."""
 
     def __init__(
@@ -63,20 +60,6 @@ class MemoryStore:
     def latest_snapshot(self) -> SnapshotInfo | None:
         with self._lock:
             return None if self._latest is None else self._snapshots[self._latest]
-
-    def latest_verdicts(
-        self,
-        query: VerdictQuery = VerdictQuery(),  # noqa: B008 (immutable)
-        *,
-        page_size: int = 1000,
-        continuation: str | None = None,
-    ) -> VerdictPage:
-        info = self.latest_snapshot()
-        return snapshots.page(info, self._reader(info), query, page_size, continuation)
-
-    def verdict(self, machine_id: str) -> VerdictRow | None:
-        info = self.latest_snapshot()
-        return self._lookup.find(info, self._reader(info), machine_id)
 
     def trend(self, limit: int = 30) -> list[SnapshotInfo]:
         with self._lock:

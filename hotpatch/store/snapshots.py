@@ -282,6 +282,32 @@ class Lookup:
         return row if row.key == machine_key(machine_id) else None
 
 
+class SnapshotReads(ABC):
+    """The read side every store shares: pages of the latest snapshot, and one machine in it."""
+
+    _lookup: Lookup
+
+    @abstractmethod
+    def latest_snapshot(self) -> SnapshotInfo | None: ...
+
+    @abstractmethod
+    def _reader(self, info: SnapshotInfo | None) -> RangeReader: ...
+
+    def latest_verdicts(
+        self,
+        query: VerdictQuery = VerdictQuery(),  # noqa: B008 (immutable)
+        *,
+        page_size: int = 1000,
+        continuation: str | None = None,
+    ) -> VerdictPage:
+        info = self.latest_snapshot()
+        return page(info, self._reader(info), query, page_size, continuation)
+
+    def verdict(self, machine_id: str) -> VerdictRow | None:
+        info = self.latest_snapshot()
+        return self._lookup.find(info, self._reader(info), machine_id)
+
+
 def previous_index(info: SnapshotInfo | None, read: RangeReader) -> dict[int, int]:
     """digest -> state number of every machine of a snapshot (about 100 bytes a machine)."""
     if info is None:
