@@ -12,7 +12,7 @@ import pytest
 from hotpatch.core.calendar import Calendar, MonthOverride, YearMonth, release_instant
 from hotpatch.core.compliance import Evaluator, summarize
 from hotpatch.core.images import ImageCatalog, ImageCatalogFile, ImageEntry
-from hotpatch.core.inventory import parse_rows
+from hotpatch.core.inventory import ParsedInventory, parse_rows
 from hotpatch.core.models import (
     Action,
     Channel,
@@ -27,7 +27,15 @@ from hotpatch.core.policy import Policy
 from hotpatch.core.reasons import ReasonCode
 from hotpatch.core.releases import Release, ReleaseCatalog
 from hotpatch.data import shipped_image_catalog, shipped_release_catalog
-from tests.builders import NOW, assessment_row, installation_row, vm_id, vm_row
+from tests.builders import (
+    NOW,
+    arc_id,
+    arc_row,
+    assessment_row,
+    installation_row,
+    vm_id,
+    vm_row,
+)
 
 SUB = "00000000-0000-0000-0000-000000000001"  # the builders' subscription
 WS2019 = ("MicrosoftWindowsServer", "WindowsServer", "2019-datacenter")
@@ -503,3 +511,105 @@ def test_build_lookups_see_only_the_releases_published_through_a_month() -> None
     assert below_all.build == "20348.4830"  # the regular 4893 is not on the track
     assert catalog.at_or_below(ws2022, 1) is None
     assert ReleaseCatalog([]).newest_revision(ws2022) is None
+
+
+# -- the evaluator's shared decisions and its instant ------------------------------------------
+
+
+def test_machines_that_differ_only_in_what_their_rows_say_get_their_own_verdicts() -> None:
+    rows = [
+        vm_row("plain"),
+        vm_row("restarting"),
+        installation_row(vm_id("restarting"), NOW, reboot_status="Required"),
+        vm_row("standard", **{"properties.securityProfile": {}}),
+        assessment_row(vm_id("standard")),
+        vm_row("trusted"),
+        assessment_row(vm_id("trusted")),
+    ]
+    verdicts = {v.name: v for v in evaluator().evaluate_all(parse_rows(rows))}
+    assert [r.code for r in verdicts["plain"].reasons] == ["never_assessed"]
+    assert [r.code for r in verdicts["restarting"].reasons] == ["never_assessed", "reboot_pending"]
+    security = {
+        name: [s.message.split(";")[0] for s in verdicts[name].signals if s.code == "security_type"]
+        for name in ("standard", "trusted")
+    }
+    assert security == {
+        "standard": ["security type Standard (no Trusted Launch)"],
+        "trusted": ["security type TrustedLaunch"],
+    }
+
+
+def test_an_inventory_whose_profiles_were_not_taken_is_judged_machine_by_machine() -> None:
+    parsed = parse_rows([vm_row("a"), vm_row("b", image=WS2019)])
+    unprofiled = ParsedInventory(parsed.machines, profiles=[None, None])
+    assert [v.state for v in evaluator().evaluate_all(unprofiled)] == [
+        State.ASSESSMENT_DUE,
+        State.NOT_ELIGIBLE,
+    ]
+
+
+def test_a_verdict_that_is_not_judged_on_patches_still_carries_the_assessment() -> None:
+    assessed = datetime(2026, 2, 14, 3, 0, tzinfo=UTC)
+    rows = [arc_row("arc1"), assessment_row(arc_id("arc1"), assessed=assessed)]
+    (arc,) = evaluator().evaluate_all(parse_rows(rows))
+    assert arc.last_assessed == assessed
+    rows = [vm_row("old", image=WS2019), assessment_row(vm_id("old"), assessed=assessed)]
+    (old,) = evaluator().evaluate_all(parse_rows(rows))
+    assert (old.state, old.last_assessed) == (State.NOT_ELIGIBLE, assessed)
+
+
+def test_an_unplanned_baseline_in_the_catalog_is_the_baseline_a_later_machine_needs() -> None:
+    """2024-08 was an unplanned baseline for WS2022; inside September's grace period a machine
+    still on July's baseline is behind August's, so it is off the cycle (not merely behind)."""
+    now = datetime(2024, 9, 12, 12, 0, tzinfo=UTC)
+    rows = [vm_row(build="10.0.20348.2582"), assessment_row(vm_id("vm1"), assessed=now)]
+    (verdict,) = evaluator(now).evaluate_all(parse_rows(rows))
+    assert [r.code for r in verdict.reasons][:1] == ["off_cycle"]
+    assert "behind the 2024-08 baseline" in verdict.reasons[0].message
+
+
+def test_in_a_restart_month_missing_updates_are_installed_with_a_restart() -> None:
+    april = datetime(2026, 4, 20, 12, 0, tzinfo=UTC)  # the April baseline shipped 2026-04-14
+    rows = [
+        vm_row(build="10.0.20348.5020"),
+        assessment_row(vm_id("vm1"), assessed=april, security=1),
+    ]
+    (verdict,) = evaluator(april).evaluate_all(parse_rows(rows))
+    assert (verdict.state, verdict.action) == (State.PENDING, Action.INSTALL_BASELINE)
+
+
+# -- the calendar's answers on edge cases -------------------------------------------------------
+
+
+def test_a_catalog_without_programs_has_no_program_end() -> None:
+    calendar = Calendar(ReleaseCatalog([]))
+    assert calendar.program_ended(OsFamily.WS2022, datetime(2030, 1, 1, tzinfo=UTC)) is None
+
+
+def test_a_regular_build_of_the_reference_month_is_located_as_it_is_written() -> None:
+    calendar = Calendar(shipped_release_catalog())
+    may = calendar.slot(OsFamily.WS2022, YearMonth(2026, 5))
+    position = calendar.locate("10.0.20348.5139", may)  # May's regular cumulative update
+    assert position is not None
+    assert (position.build, position.release_month, position.releases_behind) == (
+        "10.0.20348.5139",
+        "2026-05",
+        0,
+    )
+    assert (position.channel, position.on_current_baseline, position.exact) == (
+        Channel.REGULAR,
+        False,
+        True,
+    )
+
+
+def test_a_build_past_a_catalog_of_regular_rows_only_is_at_no_release() -> None:
+    regular = Release.model_validate(
+        {"os": "ws2022", "date": "2026-03-10", "build": "20348.4893", "channel": "regular"}
+    )
+    calendar = Calendar(ReleaseCatalog([regular]))
+    position = calendar.locate(
+        "10.0.20348.9999", calendar.slot(OsFamily.WS2022, YearMonth(2026, 3))
+    )
+    assert position is not None
+    assert (position.beyond_catalog, position.release_month) == (True, None)

@@ -449,3 +449,40 @@ def test_a_build_released_after_now_is_judged_as_the_catalog_stood_at_now() -> N
         verdict = judge(vm_row(build=build), quiet_assessment(vm_id("vm1")))
         assert [code for code, _ in said(verdict)] == ["build_not_in_catalog"], build
         assert (verdict.release_month, verdict.releases_behind) == ("2026-02", None), build
+
+
+# -- the other sentences of the evaluator -----------------------------------------------------
+
+
+def test_a_pending_reboot_and_a_disconnected_arc_agent_say_so_word_for_word() -> None:
+    reboot = judge(vm_row(), quiet_assessment(vm_id("vm1"), reboot_pending=True))
+    assert said(reboot) == [
+        (
+            "reboot_pending",
+            "installed updates wait for a restart; restart it inside its maintenance window",
+        )
+    ]
+    arc = judge(arc_row(**{"properties.status": "Expired"}), quiet_assessment(arc_id("arc1")))
+    assert said(arc) == [
+        ("arc_disconnected", "the Arc agent is Expired; its data may be out of date")
+    ]
+
+
+def test_a_machine_whose_release_left_the_hotpatch_program_is_told_what_to_do() -> None:
+    # WS2022's program runs through 2027-10; the November 2027 release ends it.
+    now = datetime(2027, 11, 20, 12, 0, tzinfo=UTC)
+    verdict = judge(vm_row(), quiet_assessment(vm_id("vm1"), assessed=now), now=now)
+    assert (verdict.state.value, verdict.eligible) == ("not_eligible", False)
+    assert said(verdict) == [
+        (
+            "hotpatch_program_ended",
+            "Microsoft's hotpatch program for ws2022 ended with the 2027-10 release: the machine "
+            "takes regular monthly updates (each needs a restart); plan its move to a release "
+            "still in the program",
+        )
+    ]
+
+
+def test_the_evaluator_refuses_a_naive_instant_saying_why() -> None:
+    with pytest.raises(ValueError, match=r"^now must be timezone-aware \(UTC\)$"):
+        judge(vm_row(), now=datetime(2026, 2, 14, 12, 0))
