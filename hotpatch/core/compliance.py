@@ -44,6 +44,8 @@ _NOT_RUNNING = {
     "powerstate/stopping": (ReasonCode.STOPPED, "stopping"),
 }
 PLATFORM_ASSESSMENT = "automaticbyplatform"
+#: Looked up once: an enum member read through its class costs a metaclass call each time.
+_VM = MachineKind.VM
 
 
 #: One rule's conclusion: why, and what to do about it (the state comes from the reason code).
@@ -203,7 +205,7 @@ class Evaluator:
         fields = machine.__dict__
         tags = fields["tags"]
         ring = tags.get(self._ring_tag) if tags else None
-        if not decision.eligible or fields["kind"] is not MachineKind.VM:
+        if not decision.eligible or fields["kind"] is not _VM:
             return Verdict(machine, decision, assessment, ring)
         # Signals only explain: keyed on the few facts they read, made once per combination.
         key = (signal_facts(fields), other)
