@@ -613,3 +613,25 @@ def test_a_build_past_a_catalog_of_regular_rows_only_is_at_no_release() -> None:
     )
     assert position is not None
     assert (position.beyond_catalog, position.release_month) == (True, None)
+
+
+def test_a_hand_built_inventory_of_malformed_machines_is_judged() -> None:
+    broken = MalformedMachine("/x/vm9", "vm9", "resource row: tags: not a dictionary", SUB)
+    (verdict,) = evaluator().evaluate_all(ParsedInventory([broken]))
+    assert verdict.state is State.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("month", "beyond", "status"),
+    [((2026, 5), False, "published"), ((2026, 6), True, "beyond_catalog")],
+)
+def test_a_month_past_the_catalogs_horizon_is_beyond_it(
+    month: tuple[int, int], beyond: bool, status: str
+) -> None:
+    slot = Calendar(shipped_release_catalog()).slot(OsFamily.WS2022, YearMonth(*month))
+    assert (slot.beyond_catalog, slot.status) == (beyond, status)
+
+
+def test_without_a_horizon_no_month_is_beyond_the_catalog() -> None:
+    slot = Calendar(ReleaseCatalog([])).slot(OsFamily.WS2022, YearMonth(2030, 1))
+    assert (slot.beyond_catalog, slot.status) == (False, "not_in_catalog")

@@ -322,3 +322,29 @@ def test_product_features_that_are_not_a_list_make_the_row_malformed() -> None:
     (machine,) = parse_rows([row]).machines
     assert not isinstance(machine, Machine)
     assert "productFeatures must be a list" in machine.error
+
+
+def test_a_linux_vm_and_an_allowed_preview_image_of_no_named_release_say_why() -> None:
+    linux = vm_row(
+        image=("Canonical", "ubuntu", "22_04"),
+        **{"properties.storageProfile.osDisk.osType": "Linux"},
+    )
+    assert judged(machine_of(linux)) == (None, [("not_windows", "OS type is Linux")])
+    preview = vm_row(
+        image=(
+            "MicrosoftWindowsServer",
+            "WindowsServerHotpatch-previews",
+            "windows-server-azure-edition-hotpatch",
+        ),
+        build=None,
+    )
+    verdict = eligibility(
+        machine_of(preview), shipped_image_catalog(), Policy(allow_preview_images=True)
+    )
+    assert [(str(r.code), r.message) for r in verdict.reasons] == [
+        (
+            "missing_image_data",
+            "neither the image nor the reported OS version says which Windows Server release "
+            "this is",
+        )
+    ]

@@ -260,3 +260,61 @@ def test_a_broken_patch_row_without_an_id_is_keyed_by_its_position() -> None:
     row["properties"]["lastModifiedDateTime"] = "yesterday"
     (machine,) = malformed([row])
     assert machine.id == "(row 0)"
+
+
+# -- one bad row costs only itself --------------------------------------------------------------
+
+
+def test_rows_after_a_broken_row_are_all_read() -> None:
+    broken_vm = vm_row("b1")
+    broken_vm["properties"] = "garbage"
+    broken_patch = assessment_row(vm_id("b2"))
+    broken_patch["properties"] = "garbage"
+    rows = [broken_patch, vm_row("b2"), broken_vm, vm_row("a"), assessment_row(vm_id("a"))]
+    inventory = parse_rows(rows)
+    read = {m.name: isinstance(m, Machine) for m in inventory.machines}
+    assert read == {"b2": False, "b1": False, "a": True}
+    assert list(inventory.assessments) == [vm_id("a").casefold()]
+
+
+def test_a_repeated_machine_is_judged_once_and_reported_and_the_rest_still_read() -> None:
+    bad = {"properties.storageProfile.imageReference.sku": 42}
+    rows = [
+        vm_row("a"),
+        vm_row("a"),
+        vm_row("x", **bad),
+        vm_row("x", **bad),
+        vm_row("b"),
+        vm_row("y", **bad),
+    ]
+    inventory = parse_rows(rows)
+    assert [m.name for m in inventory.machines] == ["a", "b", "x", "y"]
+    assert inventory.duplicates == (vm_id("a").casefold(), vm_id("x").casefold())
+
+
+def test_an_assessment_without_a_time_is_an_assessment_never_made_not_a_broken_row() -> None:
+    row = assessment_row(vm_id("vm1"))
+    del row["properties"]["lastModifiedDateTime"]
+    inventory = parse_rows([vm_row("vm1"), row])
+    (machine,) = inventory.machines
+    assert isinstance(machine, Machine)
+    (assessment,) = inventory.assessments.values()
+    assert assessment.last_modified is None
+
+
+def test_rows_of_types_in_another_case_are_read_like_any_other() -> None:
+    installation = installation_row(vm_id("a"), NOW, reboot_status="Required")
+    installation["type"] = "Microsoft.Compute/virtualMachines/patchInstallationResults"
+    plain = vm_row("a")
+    plain["type"] = "Microsoft.Compute/virtualMachines"
+    off = vm_row(
+        "b", **{"properties.osProfile.windowsConfiguration.patchSettings.patchMode": "Manual"}
+    )
+    off["type"] = "Microsoft.Compute/virtualMachines"
+    inventory = parse_rows(iter([installation, plain, off]))  # any iterable of rows
+    assert [m.name for m in inventory.machines] == ["a", "b"]
+    assert [i.reboot_status for i in inventory.installations.values()] == ["Required"]
+    first, second = inventory.profiles
+    assert first is not None
+    assert second is not None
+    assert first != second
