@@ -321,7 +321,10 @@ def test_product_features_that_are_not_a_list_make_the_row_malformed() -> None:
     row = arc_row(**{"properties.licenseProfile.productProfile.productFeatures": {"a": 1}})
     (machine,) = parse_rows([row]).machines
     assert not isinstance(machine, Machine)
-    assert "productFeatures must be a list" in machine.error
+    assert machine.error == (
+        "resource row: properties.licenseProfile.productProfile.productFeatures: Value error, "
+        "productFeatures must be a list"
+    )
 
 
 def test_a_linux_vm_and_an_allowed_preview_image_of_no_named_release_say_why() -> None:

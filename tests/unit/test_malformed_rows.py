@@ -180,7 +180,9 @@ def test_counts_that_are_not_counts_make_the_machine_unknown_saying_which(
     counts: object, error: str
 ) -> None:
     (machine,) = malformed([vm_row("vm1"), _assessment_with(counts)])
-    assert error in machine.error
+    assert machine.error == (
+        f"assessment row: properties.availablePatchCountByClassification: Value error, {error}"
+    )
 
 
 # -- which row counts ---------------------------------------------------------------------------
@@ -318,3 +320,10 @@ def test_rows_of_types_in_another_case_are_read_like_any_other() -> None:
     assert first is not None
     assert second is not None
     assert first != second
+
+
+def test_a_vm_row_that_does_not_say_its_os_type_is_still_a_machine() -> None:
+    row = vm_row("vm1", **{"properties.storageProfile.osDisk": {}})
+    (machine,) = parse_rows([row]).machines
+    assert isinstance(machine, Machine)
+    assert machine.os_type is None

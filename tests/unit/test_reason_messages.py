@@ -445,7 +445,8 @@ def test_a_regular_build_is_back_on_the_track_at_an_announced_unplanned_baseline
 def test_a_build_released_after_now_is_judged_as_the_catalog_stood_at_now() -> None:
     # At NOW (2026-02-14) the newest WS2022 release is February's; March's build is not known
     # yet, and neither is any build past it.
-    for build in ("10.0.20348.4830", "10.0.20348.99999"):
+    # March's regular cumulative update (20348.4893) is not known yet either.
+    for build in ("10.0.20348.4830", "10.0.20348.4893", "10.0.20348.99999"):
         verdict = judge(vm_row(build=build), quiet_assessment(vm_id("vm1")))
         assert [code for code, _ in said(verdict)] == ["build_not_in_catalog"], build
         assert (verdict.release_month, verdict.releases_behind) == ("2026-02", None), build
