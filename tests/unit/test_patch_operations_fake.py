@@ -202,8 +202,16 @@ async def test_a_failing_progress_callback_does_not_stop_the_batch() -> None:
     def broken(_: OperationOutcome) -> None:
         raise RuntimeError("the journal is down")
 
-    outcomes = await fake().assess(refs(VM_1, VM_2), on_outcome=broken)
-    assert len(outcomes) == 2
+    operations = fake()
+    outcomes = await operations.assess(refs(VM_1, VM_2), on_outcome=broken)
+    assert [(o.machine_id, o.status) for o in outcomes] == [
+        (VM_1, OutcomeStatus.SUCCEEDED),
+        (VM_2, OutcomeStatus.SUCCEEDED),
+    ]
+    assert (operations.operations_on(VM_1), operations.operations_on(VM_2)) == (
+        ["assess"],
+        ["assess"],
+    )
 
 
 async def test_a_machine_named_twice_in_one_batch_is_refused() -> None:
