@@ -155,10 +155,24 @@ def _assessment_with(counts: object) -> dict[str, Any]:
         ({"critical": 1, "security": 2, "definition": 5}, 0),
         ({"critical": 1, "other": 1, "updateRollUp": 2, "featurePack": None}, 3),
         ({"other": 0}, 0),
+        ({"critical": 3, "other": 2}, 2),
+        ({"security": 1, "definition": 4, "tools": 5}, 5),
+        ({"definition": 4, "updateRollUp": 1, "other": 1}, 2),
+        ({"updateRollUp": 1, "other": 1}, 2),
         ({}, 0),
         (None, 0),
     ],
-    ids=["critical, security, definitions", "the others add up", "zero", "empty", "absent"],
+    ids=[
+        "critical, security, definitions",
+        "the others add up",
+        "zero",
+        "without security or definitions",
+        "without critical",
+        "without critical or security",
+        "only the others",
+        "empty",
+        "absent",
+    ],
 )
 def test_restart_capable_updates_are_the_classes_other_than_critical_security_definitions(
     counts: object, restart_capable: int
