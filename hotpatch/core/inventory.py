@@ -180,7 +180,7 @@ def _restart_capable(counts: Any) -> Any:
 def _machine_key(mark: str) -> Any:
     def key(value: str) -> str:
         folded = value.casefold()
-        cut = folded.find(mark)
+        cut = folded.rfind(mark)
         if cut <= 0:
             raise ValueError(f"not of the form <machine id>{mark}…")
         return folded[:cut]
@@ -453,7 +453,7 @@ def _machine_of(row: dict[str, Any], mark: str) -> str | None:
     if not isinstance(raw, str):
         return None
     key = raw.casefold()
-    cut = key.find(mark)
+    cut = key.rfind(mark)
     return key[:cut] if cut > 0 else None
 
 

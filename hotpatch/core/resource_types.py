@@ -91,7 +91,7 @@ def machine_id_of(patch_row_id: str) -> str | None:
     lower-cased (ids compare case-insensitively); None when the id is not a patch row's."""
     folded = patch_row_id.casefold()
     for segment in (ASSESSMENT_RESULTS, INSTALLATION_RESULTS):
-        cut = folded.find(f"/{segment}/")
+        cut = folded.rfind(f"/{segment}/")
         if cut > 0:
             return folded[:cut]
     return None

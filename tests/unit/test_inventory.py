@@ -276,3 +276,11 @@ def test_row_types_in_another_case_are_read_all_the_same() -> None:
     assert isinstance(machine, Machine)
     assert machine.kind is MachineKind.VM
     assert list(inventory.assessments) == [machine.id]
+
+
+def test_a_vm_named_like_the_patch_segment_still_gets_its_assessment() -> None:
+    name = "patchAssessmentResults"
+    inventory = parse_rows([vm_row(name), assessment_row(vm_id(name))])
+    (machine,) = inventory.machines
+    assert isinstance(machine, Machine)
+    assert list(inventory.assessments) == [machine.id]

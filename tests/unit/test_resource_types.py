@@ -65,6 +65,11 @@ def test_uniform_instances_are_judged_as_vms_but_never_patched_one_by_one() -> N
         (f"{VM}/patchAssessmentResults/latest/softwarePatches/abc", VM.casefold()),
         (f"{VM}/patchInstallationResults/0b1c", VM.casefold()),
         (VM, None),
+        # A VM may itself be named like the segment: the last one is the patch row's.
+        (
+            f"{VM[:-3]}patchAssessmentResults/patchAssessmentResults/latest",
+            f"{VM[:-3]}patchAssessmentResults".casefold(),
+        ),
         ("/patchAssessmentResults/latest", None),
     ],
 )
