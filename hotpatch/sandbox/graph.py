@@ -301,7 +301,13 @@ class GraphStore:
         # Loading allocates hundreds of thousands of short-lived objects next to a large estate
         # held by the caller: the cyclic collector would rescan that heap again and again.
         with collector_paused():
-            return self._load(source)
+            try:
+                return self._load(source)
+            except (duckdb.InterruptException, RuntimeError) as error:
+                # Ctrl-C while DuckDB works comes back as its own error: it is still Ctrl-C.
+                if "interrupt" in str(error).casefold():
+                    raise KeyboardInterrupt from error
+                raise
 
     def _load(self, source: RowSource) -> LoadReport:
         started = time.perf_counter()
