@@ -109,7 +109,7 @@ class EmbeddedStore(snapshots.SnapshotReads):
             self._db = sqlite3.connect(
                 database, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._journal_mode_wal()
             # FULL: in WAL mode NORMAL may lose the last commits on power loss; the journal
             # must not (https://www.sqlite.org/pragma.html#pragma_synchronous).
             self._db.execute("PRAGMA synchronous=FULL")
@@ -121,6 +121,19 @@ class EmbeddedStore(snapshots.SnapshotReads):
             raise StoreError(f"store {database}: cannot be opened: {error}") from error
 
     # Plumbing ------------------------------------------------------------------------------
+
+    def _journal_mode_wal(self) -> None:
+        """Switch to WAL, waiting for another process that is opening the store at that instant:
+        SQLite answers this pragma "database is locked" at once, without its busy handler."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
