@@ -59,8 +59,7 @@ class OsContext:
     in_force: ReleaseSlot
     #: The newest release whose grace period is over: machines below it are non-compliant.
     required: ReleaseSlot
-    #: The baseline under the release in force, and the one under `required`.
-    baseline: ReleaseSlot
+    #: The baseline under `required`: a build below it is off the cycle.
     required_baseline: ReleaseSlot
     grace_ends: datetime
     #: Whether the release in force needs a restart (looked up per machine: kept as a plain bool).
@@ -109,7 +108,6 @@ class Evaluator:
         return OsContext(
             in_force=in_force,
             required=required,
-            baseline=self.calendar.baseline_at_or_before(in_force),
             required_baseline=self.calendar.baseline_at_or_before(required),
             grace_ends=self._deadline(in_force),
             restart_month=in_force.restart,

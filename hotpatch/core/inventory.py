@@ -40,6 +40,7 @@ from hotpatch.core.resource_types import (
     SCALE_SET,
     SCALE_SET_INSTANCE,
     VIRTUAL_MACHINE,
+    machine_id_of,
 )
 
 ASSESSMENT_MARK = f"/{ASSESSMENT_RESULTS}/"
@@ -435,8 +436,10 @@ def _explain(
         except ValidationError as error:
             problem = _first_error(error, what)
     if model is _AssessmentRow or model is _InstallationRow:
-        mark = ASSESSMENT_MARK if model is _AssessmentRow else INSTALLATION_MARK
-        broken[_machine_of(row, mark) or _row_key(row, index)] = problem
+        raw = row.get("id")
+        broken[(machine_id_of(raw) if isinstance(raw, str) else None) or _row_key(row, index)] = (
+            problem
+        )
         return
     key = _row_key(row, index)
     name = row.get("name") if isinstance(row.get("name"), str) else key.rsplit("/", 1)[-1]
@@ -446,15 +449,6 @@ def _explain(
             key, str(name), problem, subscription if isinstance(subscription, str) else None
         )
     )
-
-
-def _machine_of(row: dict[str, Any], mark: str) -> str | None:
-    raw = row.get("id")
-    if not isinstance(raw, str):
-        return None
-    key = raw.casefold()
-    cut = key.rfind(mark)
-    return key[:cut] if cut > 0 else None
 
 
 def _row_key(row: dict[str, Any], index: int) -> str:
