@@ -13,7 +13,14 @@ from typing import TypeVar
 
 from hotpatch.core.models import MachineKind
 from hotpatch.core.resource_types import machine_id_of
-from hotpatch.ports.inventory import InventoryPager, InventoryStats, RawRow, Scope
+from hotpatch.ports.inventory import (
+    InstallationRecord,
+    InventoryPager,
+    InventoryStats,
+    RawRow,
+    Scope,
+    installation_records,
+)
 from hotpatch.ports.patch_operations import (
     Clock,
     InstallParameters,
@@ -65,6 +72,10 @@ class InMemoryInventory:
             stats.requests += 1
             stats.rows += len(page)
             yield page
+
+    def installations_since(self, scope: Scope, since: datetime) -> list[InstallationRecord]:
+        rows = [row for page in self._pages(scope, InventoryStats()) for row in page]
+        return installation_records(rows, since)
 
 
 def _machine_key(row: RawRow) -> str:

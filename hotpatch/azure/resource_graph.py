@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from importlib import resources
 from typing import Any
@@ -60,7 +60,13 @@ from hotpatch.errors import (
     QueryRejectedError,
     ThrottledError,
 )
-from hotpatch.ports.inventory import InventoryPager, InventoryStats, Scope
+from hotpatch.ports.inventory import (
+    InstallationRecord,
+    InventoryPager,
+    InventoryStats,
+    Scope,
+    installation_records,
+)
 
 #: Resource Graph answers at most 1000 rows a page and takes at most 1000 subscriptions a query.
 PAGE_SIZE = 1000
@@ -83,6 +89,22 @@ QUOTA_RESETS_HEADER = "x-ms-user-quota-resets-after"
 def inventory_query() -> str:
     """The KQL of the machine inventory (hotpatch/azure/queries/inventory.kql)."""
     return resources.files("hotpatch.azure").joinpath("queries/inventory.kql").read_text("utf-8")
+
+
+def installations_query(since: datetime) -> str:
+    """KQL: installation summaries and their patches modified since `since` (an installation's
+    rows are all modified at or after its start)."""
+    instant = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        "patchinstallationresources"
+        " | where type in~ ("
+        "'microsoft.compute/virtualmachines/patchinstallationresults', "
+        "'microsoft.hybridcompute/machines/patchinstallationresults', "
+        "'microsoft.compute/virtualmachines/patchinstallationresults/softwarepatches', "
+        "'microsoft.hybridcompute/machines/patchinstallationresults/softwarepatches')"
+        f" | where todatetime(properties.lastModifiedDateTime) >= datetime({instant})"
+        " | project id, type, properties"
+    )
 
 
 def query_batches(scope: Scope) -> list[dict[str, list[str]]]:
@@ -193,14 +215,29 @@ class ResourceGraphInventory:
                 yield rows
             counted += batch_total
 
+    def installations_since(self, scope: Scope, since: datetime) -> list[InstallationRecord]:
+        """The scope's patch installations that started at or after `since` (running ones
+        included), with the KBs each installed: how the journal learns what became of a
+        request whose answer it never recorded."""
+        query = installations_query(since)
+        stats = InventoryStats()
+        rows = [
+            row
+            for batch in query_batches(scope)
+            for page, _ in self._pages(batch, stats, query)
+            for row in page
+            if isinstance(row, dict)
+        ]
+        return installation_records(rows, since)
+
     def _pages(
-        self, batch: dict[str, list[str]], stats: InventoryStats
+        self, batch: dict[str, list[str]], stats: InventoryStats, query: str | None = None
     ) -> Iterator[tuple[list[dict[str, Any]], int | None]]:
         """Each page's rows and the query's total record count, following `$skipToken`."""
         skip_token: str | None = None
         while True:
             request = QueryRequest(
-                query=self.query,
+                query=query or self.query,
                 options=QueryRequestOptions(
                     top=PAGE_SIZE,
                     skip_token=skip_token,

@@ -8,9 +8,13 @@ No Azure SDK type crosses it, so this module imports none. The real adapter is
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
+
+from hotpatch.core.models import as_utc
+from hotpatch.core.resource_types import machine_id_of
 
 #: One raw export row (docs/raw-export.md): a machine, or a patch summary that hangs under one.
 RawRow = dict[str, Any]
@@ -134,3 +138,88 @@ def read_inventory(
         if on_progress is not None:
             on_progress(pager.stats.progress())
     return InventorySnapshot(rows, pager.stats)
+
+
+# ---------------------------------------------------------------------------------------------
+# Installations: what a machine's recent installs were, for reconciling the journal
+# ---------------------------------------------------------------------------------------------
+
+#: Azure's installation statuses that mean it has not ended yet.
+_RUNNING = frozenset({"inprogress", "notstarted"})
+
+
+@dataclass(frozen=True, slots=True)
+class InstallationRecord:
+    """One patch installation Resource Graph lists for a machine (`patchinstallationresources`).
+
+    Azure lists an installation while it runs (status `InProgress`), so a caller that lost an
+    operation's URL can still tell whether its request was accepted.
+    """
+
+    machine_id: str
+    status: str
+    started: datetime | None
+    activity_id: str | None
+    #: KBs it installed ("KB5075943"); empty while it runs.
+    kbs: tuple[str, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        return self.status.casefold() in _RUNNING
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status.casefold() in {"succeeded", "completedwithwarnings"}
+
+
+class InstallationHistory(Protocol):
+    """The installations of the machines in a scope that started at or after an instant."""
+
+    def installations_since(self, scope: Scope, since: datetime) -> list[InstallationRecord]: ...
+
+
+def installation_records(rows: Iterable[RawRow], since: datetime) -> list[InstallationRecord]:
+    """Raw `patchinstallationresources` rows (summaries and their software patches) -> the
+    installations that started at or after `since`, with the KBs each installed."""
+    summaries: dict[str, tuple[str, dict[str, Any]]] = {}
+    installed: dict[str, list[str]] = {}
+    for row in rows:
+        row_id = str(row.get("id") or "")
+        kind = str(row.get("type") or "").casefold()
+        properties = row.get("properties")
+        if not isinstance(properties, dict):
+            continue
+        if kind.endswith("/patchinstallationresults"):
+            summaries[row_id.casefold()] = (row_id, properties)
+        elif kind.endswith("/patchinstallationresults/softwarepatches"):
+            parent = row_id.casefold().rsplit("/softwarepatches/", 1)[0]
+            kb = str(properties.get("kbId") or "").strip().upper().removeprefix("KB")
+            state = str(properties.get("installationState") or "").casefold()
+            if kb.isdigit() and state == "installed":
+                installed.setdefault(parent, []).append(f"KB{kb}")
+    records: list[InstallationRecord] = []
+    for key, (row_id, properties) in summaries.items():
+        started = _instant(properties.get("startDateTime"))
+        machine = machine_id_of(row_id)
+        if machine is None or started is None or started < since:
+            continue
+        activity = properties.get("installationActivityId")
+        records.append(
+            InstallationRecord(
+                machine_id=machine,
+                status=str(properties.get("status") or "Unknown"),
+                started=started,
+                activity_id=str(activity) if activity else None,
+                kbs=tuple(sorted(set(installed.get(key, ())))),
+            )
+        )
+    return records
+
+
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None

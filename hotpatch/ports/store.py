@@ -221,6 +221,9 @@ class JournalStatus(StrEnum):
     UNKNOWN = "unknown"
 
 
+_SETTLED = frozenset({JournalStatus.SUCCEEDED, JournalStatus.FAILED, JournalStatus.UNKNOWN})
+
+
 def operation_key(machine_id: str, release: str, action: str) -> str:
     """The deterministic key of an operation: the same machine, release and action is the same
     operation, whichever run plans it."""
@@ -240,12 +243,25 @@ class JournalRecord(StoreRecord):
     status: JournalStatus
     client_request_id: str
     run_id: str | None = None
+    #: The rollout ring the machine was in when the operation was planned.
+    ring: str | None = None
     operation_url: str | None = None
     resume_token: str | None = None
     started_at: UtcDatetime
     updated_at: UtcDatetime
+    #: When the operation's outcome became known (None while it runs).
+    finished_at: UtcDatetime | None = None
+    #: KBs the operation installed ("KB5075943"), read from its result.
+    kbs: tuple[str, ...] = ()
+    #: Requests sent for it: 1, or more when a reconciliation proved a request never arrived.
+    requests: int = Field(default=0, ge=0)
     detail: str | None = None
     version: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Its outcome is known: nothing about it is still to be followed."""
+        return self.status in _SETTLED
 
     @classmethod
     def start(
@@ -257,6 +273,7 @@ class JournalRecord(StoreRecord):
         client_request_id: str,
         now: datetime,
         run_id: str | None = None,
+        ring: str | None = None,
     ) -> JournalRecord:
         return cls(
             key=operation_key(machine_id, release, action),
@@ -266,6 +283,7 @@ class JournalRecord(StoreRecord):
             status=JournalStatus.STARTED,
             client_request_id=client_request_id,
             run_id=run_id,
+            ring=ring,
             started_at=now,
             updated_at=now,
         )

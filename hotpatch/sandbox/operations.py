@@ -28,6 +28,7 @@ from hotpatch.sandbox.patch_decisions import (
     Patch,
     assess,
     decide_install,
+    failed_install,
 )
 
 
@@ -77,9 +78,13 @@ class OperationTracker:
         calendar: Calendar,
         clock: SandboxClock,
         latency_seconds: float,
+        *,
         retention_seconds: float = 3600.0,
+        failing_installs: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
+        #: Machine ids (casefolded) whose installs fail: a rehearsal of a bad release.
+        self.failing_installs = failing_installs
         self.calendar = calendar
         self.clock = clock
         self.latency_seconds = latency_seconds
@@ -132,6 +137,12 @@ class OperationTracker:
         self._running[machine.id] = operation
         heapq.heappush(self._due, (operation.due, operation.id))
         self.started += 1
+        if kind is PatchAction.INSTALL:
+            # Azure lists an installation in Resource Graph while it runs (status InProgress):
+            # that is how a caller that lost the operation's URL finds out it was accepted.
+            batch = WriteBatch()
+            batch.inserts["patchinstallationresources"] = [_installation_row(operation, None)]
+            self.store.write(batch)
         return Started(operation)
 
     def get(self, operation_id: str) -> Operation | None:
@@ -174,6 +185,8 @@ class OperationTracker:
             installed = decide_install(
                 state, operation.parameters, self.calendar, operation.started_at
             )
+            if machine.id.casefold() in self.failing_installs:
+                installed = failed_install(installed, state)
             operation.result = installation_result(operation, installed)
             self._write_installation(operation, installed, finished_at, batch)
             after = installed.machine
@@ -286,28 +299,10 @@ class OperationTracker:
     ) -> None:
         machine = operation.machine
         base = machine.type
-        row_id = f"{machine.id}/patchInstallationResults/{operation.id}"
-        summary = _child_row(
-            machine,
-            row_id,
-            operation.id,
-            f"{base}/patchinstallationresults",
-            {
-                "status": "Succeeded",
-                "rebootStatus": outcome.reboot_status.value,
-                "maintenanceWindowExceeded": False,
-                "installedPatchCount": outcome.count(InstallationState.INSTALLED),
-                "failedPatchCount": 0,
-                "pendingPatchCount": 0,
-                "excludedPatchCount": outcome.count(InstallationState.EXCLUDED),
-                "notSelectedPatchCount": outcome.count(InstallationState.NOT_SELECTED),
-                "osType": "Windows",
-                "startedBy": "User",
-                "installationActivityId": operation.id,
-                "startDateTime": _iso(operation.started_at),
-                "lastModifiedDateTime": _iso(finished_at),
-            },
-        )
+        summary = _installation_row(operation, (outcome, finished_at))
+        row_id = summary["id"]
+        # The row written as InProgress at the start is replaced by the final one.
+        batch.deletes.setdefault("patchinstallationresources", []).append(row_id)
         patches = [
             _child_row(
                 machine,
@@ -354,7 +349,7 @@ def assessment_result(operation: Operation, outcome: AssessmentOutcome) -> dict[
 def installation_result(operation: Operation, outcome: InstallOutcome) -> dict[str, Any]:
     """A `VirtualMachineInstallPatchesResult` body."""
     return {
-        "status": "Succeeded",
+        "status": _install_status(outcome),
         "installationActivityId": operation.id,
         "rebootStatus": outcome.reboot_status.value,
         "maintenanceWindowExceeded": False,
@@ -362,7 +357,7 @@ def installation_result(operation: Operation, outcome: InstallOutcome) -> dict[s
         "notSelectedPatchCount": outcome.count(InstallationState.NOT_SELECTED),
         "pendingPatchCount": 0,
         "installedPatchCount": outcome.count(InstallationState.INSTALLED),
-        "failedPatchCount": 0,
+        "failedPatchCount": outcome.count(InstallationState.FAILED),
         "startDateTime": _iso(operation.started_at),
         "patches": [
             {**_patch_body(patch), "installationState": state.value}
@@ -379,6 +374,42 @@ def _patch_body(patch: Patch) -> dict[str, Any]:
         "kbId": patch.kb_id,
         "classifications": patch.classification_names(),
     }
+
+
+def _installation_row(
+    operation: Operation, finished: tuple[InstallOutcome, datetime] | None
+) -> dict[str, Any]:
+    """The `patchinstallationresults` summary row: InProgress while the install runs."""
+    machine = operation.machine
+    row_id = f"{machine.id}/patchInstallationResults/{operation.id}"
+    properties: dict[str, Any] = {
+        "status": "InProgress",
+        "maintenanceWindowExceeded": False,
+        "osType": "Windows",
+        "startedBy": "User",
+        "installationActivityId": operation.id,
+        "startDateTime": _iso(operation.started_at),
+        "lastModifiedDateTime": _iso(operation.started_at),
+    }
+    if finished is not None:
+        outcome, finished_at = finished
+        properties.update(
+            status=_install_status(outcome),
+            rebootStatus=outcome.reboot_status.value,
+            installedPatchCount=outcome.count(InstallationState.INSTALLED),
+            failedPatchCount=outcome.count(InstallationState.FAILED),
+            pendingPatchCount=0,
+            excludedPatchCount=outcome.count(InstallationState.EXCLUDED),
+            notSelectedPatchCount=outcome.count(InstallationState.NOT_SELECTED),
+            lastModifiedDateTime=_iso(finished_at),
+        )
+    return _child_row(
+        machine, row_id, operation.id, f"{machine.type}/patchinstallationresults", properties
+    )
+
+
+def _install_status(outcome: InstallOutcome) -> str:
+    return "Failed" if outcome.count(InstallationState.FAILED) else "Succeeded"
 
 
 def _child_row(

@@ -68,6 +68,7 @@ class RebootBehavior(StrEnum):
 
 class InstallationState(StrEnum):
     INSTALLED = "Installed"
+    FAILED = "Failed"
     EXCLUDED = "Excluded"
     NOT_SELECTED = "NotSelected"
 
@@ -311,6 +312,15 @@ def decide_install(
     after = replace(machine, os_version=running, pending_build=pending)
     moved = running if running != machine.os_version else None
     return InstallOutcome(tuple(chosen), status, moved, after)
+
+
+def failed_install(outcome: InstallOutcome, machine: MachineState) -> InstallOutcome:
+    """The same install, failed: every patch it would have installed failed, nothing moved."""
+    patches = tuple(
+        (patch, InstallationState.FAILED if state is InstallationState.INSTALLED else state)
+        for patch, state in outcome.patches
+    )
+    return InstallOutcome(patches, RebootOutcome.NOT_NEEDED, None, machine)
 
 
 def _selection(patch: Patch, parameters: InstallRequest) -> InstallationState:

@@ -127,6 +127,9 @@ class SandboxConfig:
     #: Each query's time, memory and row budget.
     query_limits: QueryLimits = field(default_factory=QueryLimits)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    #: Ids of machines whose installs fail (every patch the install selects), to rehearse a
+    #: release that breaks a ring.
+    failing_installs: frozenset[str] = frozenset()
     #: Release catalog deciding what installs do; None uses the shipped one.
     release_catalog_path: Path | None = None
     #: Open connections at most; at the cap the oldest idle one makes room.
@@ -209,7 +212,11 @@ class Sandbox:
             catalog = load_release_catalog(path) if path else shipped_release_catalog()
         self.store = GraphStore(self.config.query_limits)
         self.operations = OperationTracker(
-            self.store, Calendar(catalog), self.clock, self.config.operation_latency_seconds
+            self.store,
+            Calendar(catalog),
+            self.clock,
+            self.config.operation_latency_seconds,
+            failing_installs=frozenset(m.casefold() for m in self.config.failing_installs),
         )
         self._counters = _Counters()
         self._faults = FaultInjector(self.config.faults)
