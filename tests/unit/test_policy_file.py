@@ -243,3 +243,15 @@ def test_a_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_bytes(b"mode: \xff\xfe\n")
     assert "not UTF-8 text" in error_of(path)
+
+
+def test_the_readmes_example_is_the_examples_policy(tmp_path: Path) -> None:
+    readme = (EXAMPLE.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Remediation policy", 1)[1]
+    snippet = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown, example = load_policy(write(tmp_path, snippet)), load_policy(EXAMPLE)
+    assert shown.rings == example.rings
+    assert shown.default_window == example.default_window
+    assert [(b.kb, b.expires) for b in shown.blocked_kbs] == [
+        (b.kb, b.expires) for b in example.blocked_kbs
+    ]
