@@ -53,13 +53,20 @@ from hotpatch.sandbox.arm import (
     arm_error,
     fault_error,
 )
-from hotpatch.sandbox.arm_http import AnswerNowError, bearer, json_response, unauthenticated
+from hotpatch.sandbox.arm_http import (
+    AnswerNowError,
+    bearer,
+    json_response,
+    read_json,
+    unauthenticated,
+)
 from hotpatch.sandbox.compute_api import ComputeProtocol, write_throttled
 from hotpatch.sandbox.graph import GraphStore, LoadReport, RowSource
 from hotpatch.sandbox.graph_api import ResourceGraphProtocol, graph_throttled
 from hotpatch.sandbox.listener import ListenedServer, Listener
 from hotpatch.sandbox.operations import OperationTracker
 from hotpatch.sandbox.query_limits import QueryLimits
+from hotpatch.sandbox.request_log import LoggedInstall, LoggedRequest, RequestLog, install_fields
 
 _GRAPH_PATH = re.compile(r"^/providers/microsoft\.resourcegraph/resources/?$", re.IGNORECASE)
 _PROVIDER = r"(?P<provider>microsoft\.compute/virtualmachines|microsoft\.hybridcompute/machines)"
@@ -79,6 +86,8 @@ _MACHINES_PATH = re.compile(
     rf"{_PROVIDER}(?:/(?P<name>[^/]+))?/?$",
     re.IGNORECASE,
 )
+#: The routes whose every request goes into the request log (`request_log`).
+_LOGGED_ROUTES = frozenset({"compute.assessPatches", "compute.installPatches"})
 _log = logging.getLogger(__name__)
 
 
@@ -101,7 +110,9 @@ class SandboxConfig:
     host: str = "127.0.0.1"
     #: 0 picks a free port.
     port: int = 0
-    #: Where `ca.pem` is written; None makes a temporary directory removed on stop.
+    #: Where `ca.pem` and the request log (`requests.jsonl`, read with
+    #: `hotpatch.sandbox.request_log.read_requests`) are written; None makes a temporary
+    #: directory removed on stop.
     state_dir: Path | None = None
     #: Resource Graph's per-caller quota (key: the bearer token); None switches it off.
     graph_quota: Quota | None = field(default_factory=lambda: Quota(15, 5.0))
@@ -249,6 +260,9 @@ class Sandbox:
         self._queries: ThreadPoolExecutor | None = None
         self._writes: ThreadPoolExecutor | None = None
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
+        self._request_log: RequestLog | None = None
+        #: The state directory in use while the sandbox runs (a temporary one if none is set).
+        self.state_dir: Path | None = None
         self._startup_error: BaseException | None = None
         self._port = 0
         self.ca_path = Path()
@@ -290,6 +304,8 @@ class Sandbox:
             self._temporary = tempfile.TemporaryDirectory(prefix="hotpatch-sandbox-")
             state_dir = Path(self._temporary.name)
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = state_dir
+        self._request_log = RequestLog(state_dir)
         ssl_context = self._tls(state_dir)
         self._queries = ThreadPoolExecutor(
             max_workers=self.config.query_workers, thread_name_prefix="sandbox-query"
@@ -403,6 +419,9 @@ class Sandbox:
             if executor is not None:
                 executor.shutdown(wait=True)
         self._queries = self._writes = None
+        if self._request_log is not None:
+            self._request_log.close()
+            self._request_log = None
         if self._temporary is not None:
             self._temporary.cleanup()
             self._temporary = None
@@ -425,6 +444,65 @@ class Sandbox:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         route = _route(request.method, request.path)
         self._counters.count("requests", route.name)
+        if route.name in _LOGGED_ROUTES:
+            return await self._logged(request, route)
+        return await self._answer(request, route)
+
+    async def _logged(self, request: web.BaseRequest, route: _Route) -> web.StreamResponse:
+        """Answer, then log the request with its answer (also when refused or dropped)."""
+        install = route.name == "compute.installPatches"
+        try:
+            response = await self._answer(request, route)
+            # A body too large or too slow was given up on: it is not waited for twice.
+            readable = response.status not in {408, 413}
+            body = await self._install_body(request) if install and readable else None
+        except asyncio.CancelledError:
+            # Dropped (a fault) or the client went away: no answer was given.
+            self._log_request(request, route, None, None)
+            raise
+        self._log_request(request, route, response.status, body)
+        return response
+
+    async def _install_body(self, request: web.BaseRequest) -> LoggedInstall | None:
+        # The handler has read the body already when it got that far (aiohttp keeps it); a
+        # request refused before that is read here, so the log shows what it asked for.
+        try:
+            body = await read_json(request, {}, self.config.body_timeout_seconds)
+        except AnswerNowError:
+            return None
+        except Exception:  # the connection broke: log the request without its body
+            _log.debug("could not read the body of %s %s", request.method, request.path)
+            return None
+        return install_fields(body)
+
+    def _log_request(
+        self,
+        request: web.BaseRequest,
+        route: _Route,
+        status: int | None,
+        install: LoggedInstall | None,
+    ) -> None:
+        if self._request_log is None:
+            return
+        path = request.path.rstrip("/")
+        try:
+            self._request_log.append(
+                LoggedRequest(
+                    time=self.clock.now(),
+                    method=request.method,
+                    path=request.path,
+                    machine_id=path.rsplit("/", 1)[0],
+                    operation=route.name.removeprefix("compute."),
+                    client_request_id=request.headers.get("x-ms-client-request-id"),
+                    status=status,
+                    install=install,
+                )
+            )
+        except OSError:
+            # A full disk must not stop the sandbox answering; its own log says what was lost.
+            _log.exception("the request log could not be written")
+
+    async def _answer(self, request: web.BaseRequest, route: _Route) -> web.StreamResponse:
         try:
             if route.match is None:
                 return json_response(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hotpatch.core.calendar import Calendar
+from hotpatch.core.calendar import Calendar, release_instant
 from hotpatch.core.models import parse_build
 from hotpatch.data import shipped_release_catalog
 from hotpatch.sandbox.patch_decisions import (
@@ -27,6 +27,8 @@ from hotpatch.sandbox.patch_decisions import (
 CALENDAR = Calendar(shipped_release_catalog())
 FEBRUARY = datetime(2026, 2, 20, 12, 0, tzinfo=UTC)  # hotpatch month: 20348.4711, 26100.32313
 JANUARY = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)  # baseline month: 20348.4648, 26100.32230
+#: Patch Tuesday of February 2026, when the month's updates are published.
+FEBRUARY_RELEASE = release_instant(2026, 2)
 
 
 def machine(version: str | None, hotpatch: bool = True, pending: str | None = None) -> MachineState:
@@ -138,6 +140,24 @@ def test_reboot_always_restarts_even_with_nothing_to_install() -> None:
         ("published after the cut-off",
          install(max_publish_date=datetime(2026, 2, 1, tzinfo=UTC)),
          InstallationState.NOT_SELECTED),
+        ("published on the cut-off", install(max_publish_date=FEBRUARY_RELEASE),
+         InstallationState.INSTALLED),
+        ("excluded and asked for by number: exclusion wins",
+         install(kb_include=frozenset({"5075943"}), kb_exclude=frozenset({"5075943"})),
+         InstallationState.EXCLUDED),
+        ("asked for by number, published after the cut-off",
+         install(classifications=frozenset(), kb_include=frozenset({"5075943"}),
+                 max_publish_date=datetime(2026, 2, 1, tzinfo=UTC)),
+         InstallationState.NOT_SELECTED),
+        ("another KB asked for by number, no classification",
+         install(classifications=frozenset(), kb_include=frozenset({"5062557"})),
+         InstallationState.NOT_SELECTED),
+        ("another KB asked for by number, with its classification",
+         install(kb_include=frozenset({"5062557"})), InstallationState.INSTALLED),
+        ("another KB excluded", install(kb_exclude=frozenset({"5062557"})),
+         InstallationState.INSTALLED),
+        ("nothing asked for", install(classifications=frozenset()),
+         InstallationState.NOT_SELECTED),
     ],
 )  # fmt: skip
 def test_the_install_filters_decide_what_is_installed(
@@ -214,3 +234,29 @@ def test_an_install_never_moves_a_build_backwards_and_never_restarts_when_told_n
         assert outcome.reboot_status is not RebootOutcome.COMPLETED
         moved_by = [p for p, s in outcome.patches if s is InstallationState.INSTALLED]
         assert outcome.new_os_version is None or not any(p.requires_reboot for p in moved_by)
+
+
+KBS = st.sampled_from(["5075943", "5075942", "5073457", "5062557"])
+
+
+@given(
+    revision=REVISIONS,
+    hotpatch=st.booleans(),
+    excluded=st.frozensets(KBS, min_size=1),
+    included=st.frozensets(KBS),
+    classifications=st.frozensets(st.sampled_from(["Critical", "Security", "Definition"])),
+    now=MOMENTS,
+)
+def test_a_kb_named_for_exclusion_is_never_installed_whatever_else_the_install_asks(
+    revision: int,
+    hotpatch: bool,
+    excluded: frozenset[str],
+    included: frozenset[str],
+    classifications: frozenset[str],
+    now: datetime,
+) -> None:
+    parameters = install(classifications=classifications, kb_include=included, kb_exclude=excluded)
+    outcome = decide_install(machine(f"10.0.20348.{revision}", hotpatch), parameters, CALENDAR, now)
+    installed = {p.kb_id for p, s in outcome.patches if s is InstallationState.INSTALLED}
+    assert not installed & excluded
+    assert outcome.new_os_version is None or not {p.kb_id for p, _ in outcome.patches} <= excluded
