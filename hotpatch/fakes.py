@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
-from hotpatch.core.models import MachineKind
 from hotpatch.core.resource_types import machine_id_of
 from hotpatch.ports.inventory import (
     InstallationRecord,
@@ -31,9 +30,10 @@ from hotpatch.ports.patch_operations import (
     OutcomeStatus,
     RebootStatus,
     distinct_machines,
+    kb_name,
     notify,
+    request_ids_for,
     resumable_only,
-    skipped_arc,
 )
 from hotpatch.store.memory import MemoryStore  # the store's fake lives with the store
 
@@ -108,10 +108,15 @@ class Scripted:
     pending: int | None = None
     reboot_status: RebootStatus | None = None
     maintenance_window_exceeded: bool | None = None
+    #: The KBs a finished install reports installed, in either spelling ("KB5075943" or
+    #: "5075943"); `installed` defaults to their number.
+    installed_kbs: tuple[str, ...] = ()
     #: The operation was started and may still run (always so for `TIMED_OUT`).
     unfinished: bool = False
 
     def __post_init__(self) -> None:
+        for kb in self.installed_kbs:
+            kb_name(kb)  # a ValueError names a KB that is no KB number
         if self.unfinished and self.status not in _MAY_BE_UNFINISHED:
             raise ValueError(
                 f"a {self.status} outcome is never left unfinished by the real adapter: only "
@@ -130,15 +135,17 @@ class RecordedCall:
     method: str
     machine_ids: tuple[str, ...]
     parameters: InstallParameters | None = None
+    #: Machine key -> the client request id the caller chose for its start request.
+    client_request_ids: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class FakePatchOperations:
     """An in-memory `PatchOperations` for unit tests of callers: scripted answers, recorded calls.
 
-    Every machine succeeds unless scripted otherwise; Arc machines are skipped, as the real
-    adapter skips them. Scripted answers are played in order, one per operation on that
-    machine; when they run out the machine succeeds.
+    Every machine, Azure VM or Arc, succeeds unless scripted otherwise. Scripted answers are
+    played in order, one per operation on that machine; when they run out the machine
+    succeeds, installing nothing.
     """
 
     clock: Clock
@@ -159,11 +166,24 @@ class FakePatchOperations:
         ref = machine if isinstance(machine, MachineRef) else MachineRef.parse(machine)
         return [c.method for c in self.calls if ref.key in {m.lower() for m in c.machine_ids}]
 
+    def client_request_id(self, machine: MachineRef | str, method: str) -> str | None:
+        """The client request id the last `method` call naming `machine` gave it, if any."""
+        ref = machine if isinstance(machine, MachineRef) else MachineRef.parse(machine)
+        for call in reversed(self.calls):
+            if call.method == method and ref.key in {m.lower() for m in call.machine_ids}:
+                return call.client_request_ids.get(ref.key)
+        return None
+
     async def assess(
-        self, machines: Sequence[MachineRef], *, on_outcome: OutcomeCallback | None = None
+        self,
+        machines: Sequence[MachineRef],
+        *,
+        on_outcome: OutcomeCallback | None = None,
+        client_request_ids: Mapping[str, str] | None = None,
     ) -> list[OperationOutcome]:
         distinct_machines(machines)
-        self.calls.append(RecordedCall("assess", tuple(m.id for m in machines)))
+        ids = request_ids_for(machines, client_request_ids)
+        self.calls.append(RecordedCall("assess", tuple(m.id for m in machines), None, ids))
         return self._play(machines, OperationKind.ASSESS, on_outcome)
 
     async def install(
@@ -172,9 +192,11 @@ class FakePatchOperations:
         parameters: InstallParameters,
         *,
         on_outcome: OutcomeCallback | None = None,
+        client_request_ids: Mapping[str, str] | None = None,
     ) -> list[OperationOutcome]:
         distinct_machines(machines)
-        self.calls.append(RecordedCall("install", tuple(m.id for m in machines), parameters))
+        ids = request_ids_for(machines, client_request_ids)
+        self.calls.append(RecordedCall("install", tuple(m.id for m in machines), parameters, ids))
         return self._play(machines, OperationKind.INSTALL, on_outcome)
 
     async def resume(
@@ -204,11 +226,8 @@ class FakePatchOperations:
     ) -> list[OperationOutcome]:
         results = []
         for machine in machines:
-            if machine.kind is MachineKind.ARC:
-                outcome = skipped_arc(machine, operation, self.clock())
-            else:
-                answer = self._next(machine, operation)
-                outcome = self._outcome(machine, operation, answer, self.clock())
+            answer = self._next(machine, operation)
+            outcome = self._outcome(machine, operation, answer, self.clock())
             notify(on_outcome, outcome)
             results.append(outcome)
         return results
@@ -231,13 +250,14 @@ class FakePatchOperations:
             "critical_and_security": _default(answer.critical_and_security, 0, assess),
             "other": _default(answer.other, 0, assess),
             "reboot_pending": _default(answer.reboot_pending, False, assess),
-            "installed": _default(answer.installed, 0, install),
+            "installed": _default(answer.installed, len(answer.installed_kbs), install),
             "failed": _default(answer.failed, 0, install),
             "pending": _default(answer.pending, 0, install),
             "reboot_status": _default(answer.reboot_status, RebootStatus.NOT_NEEDED, install),
             "maintenance_window_exceeded": _default(
                 answer.maintenance_window_exceeded, False, install
             ),
+            "installed_kbs": answer.installed_kbs if install else (),
         }
         return OperationOutcome.model_validate(
             {

@@ -1,10 +1,14 @@
-"""Assess and install patches on many Azure VMs through Azure Compute's long-running operations.
+"""Assess and install patches on many Azure VMs and Azure Arc machines through their
+resource providers' long-running operations (Microsoft.Compute, Microsoft.HybridCompute).
 
 `ComputePatchOperations` follows `hotpatch.ports.PatchOperations`: it takes machines in
 domain words and returns one `OperationOutcome` per machine, whatever happened to it. Inside:
 
-- one `azure.mgmt.compute.aio.ComputeManagementClient` per subscription (the client is bound to
-  one), all sharing one pooled aiohttp session;
+- one client per resource provider and subscription (a client is bound to one): Azure VMs
+  through `azure.mgmt.compute.aio.ComputeManagementClient`, Azure Arc-enabled servers
+  (`Microsoft.HybridCompute/machines`) through `azure.mgmt.hybridcompute.aio`'s; all share one
+  pooled aiohttp session. What differs between the two (client, model classes, api-version,
+  the shape of the results) is one `_Provider` each; everything else below is shared;
 - a bound on operations in flight overall and per subscription, held from the start request to
   the final result;
 - every poller awaited to its end with the service's `Retry-After` honoured (azure-core does
@@ -12,30 +16,30 @@ domain words and returns one `OperationOutcome` per machine, whatever happened t
   poller's continuation token, and `resume` finishes it later; nothing is fire-and-forget;
 - writes paced per subscription (`hotpatch.azure.write_pacing`): a start waits for its pace
   before its request is handed to the SDK, so cancelling a run while starts wait sends nothing;
-- failures translated by one table (`START_FAILURES`) into the machine's outcome.
+- failures translated by one table (`START_FAILURES`) into the machine's outcome;
+- a machine's start request carries the `x-ms-client-request-id` the caller chose for it, if
+  any (the journal records it before the request is sent).
 
 Naming: the adapter follows DESIGN's batch design rather than the Azure SDK's one-resource
 verbs. `assess`/`install` take many machines and await every long-running operation to its
 end (no `begin_*` handle escapes: each poller's continuation token is recorded in the
 outcome instead, and `resume` follows it), because a batch that returned pollers would leave
 the caller to await thousands of them under the same concurrency and pacing rules.
-
-Azure Arc machines (`Microsoft.HybridCompute/machines`) take the same operations through the
-Hybrid Compute resource provider, which azure-mgmt-compute cannot address: they are `skipped`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
@@ -65,13 +69,10 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.polling import AsyncLROPoller
 from azure.core.polling.base_polling import OperationFailed
 from azure.core.rest import AsyncHttpResponse, HttpRequest
+from azure.mgmt.compute import models as compute_models
 from azure.mgmt.compute.aio import ComputeManagementClient
-from azure.mgmt.compute.models import (
-    VirtualMachineAssessPatchesResult,
-    VirtualMachineInstallPatchesParameters,
-    VirtualMachineInstallPatchesResult,
-    WindowsParameters,
-)
+from azure.mgmt.hybridcompute import models as hybrid_models
+from azure.mgmt.hybridcompute.aio import HybridComputeManagementClient
 
 from hotpatch.azure.responses import error_details, lookup, status_code
 from hotpatch.azure.write_pacing import (
@@ -95,15 +96,18 @@ from hotpatch.ports.patch_operations import (
     RebootStatus,
     distinct_machines,
     notify,
+    request_ids_for,
     resumable_only,
-    skipped_arc,
 )
 
 __all__ = [
+    "ARC_API_VERSION",
     "ARM_ENDPOINT",
+    "CLIENT_REQUEST_ID_HEADER",
     "WRITES_REMAINING_HEADER",
     "ClientFactory",
     "ComputePatchOperations",
+    "HybridClientFactory",
     "Limits",
     "Policy",
     "ThrottleEvent",
@@ -113,6 +117,12 @@ __all__ = [
 ]
 
 ARM_ENDPOINT = "https://management.azure.com"
+#: The api-version Arc patch operations are sent with, whichever azure-mgmt-hybridcompute is
+#: installed (9.x sends it by default, 10.x a newer one): a stable version with assessPatches
+#: and installPatches (Azure/azure-rest-api-specs, specification/hybridcompute/resource-manager/
+#: Microsoft.HybridCompute/stable/2024-07-10/examples/machine/Machine_InstallPatches.json).
+ARC_API_VERSION = "2024-07-10"
+CLIENT_REQUEST_ID_HEADER = "x-ms-client-request-id"
 
 _log = logging.getLogger(__name__)
 
@@ -121,10 +131,10 @@ Policy = AsyncHTTPPolicy[HttpRequest, AsyncHttpResponse]
 #: `per_retry_policies` (the adapter paces and observes each attempt through them); the
 #: adapter closes every client it asked for when it is closed.
 ClientFactory = Callable[[str, Sequence[Policy]], ComputeManagementClient]
-_Poller = (
-    AsyncLROPoller[VirtualMachineAssessPatchesResult]
-    | AsyncLROPoller[VirtualMachineInstallPatchesResult]
-)
+#: The same for the Azure Arc machines' client.
+HybridClientFactory = Callable[[str, Sequence[Policy]], HybridComputeManagementClient]
+_Poller = AsyncLROPoller[Any]
+_Client = TypeVar("_Client", ComputeManagementClient, HybridComputeManagementClient)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +175,11 @@ class ThrottleEvent:
 class _Job:
     machine: MachineRef
     operation: OperationKind
-    body: VirtualMachineInstallPatchesParameters | None = None
+    parameters: InstallParameters | None = None
     #: The earlier outcome being resumed.
     earlier: OperationOutcome | None = None
+    #: The `x-ms-client-request-id` of the start request; None lets the SDK choose one.
+    request_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -208,10 +220,13 @@ def utc_now() -> datetime:
 
 
 class ComputePatchOperations:
-    """`PatchOperations` on Azure Compute (or the sandbox). Use with `async with`, or `close()`.
+    """`PatchOperations` on Azure Compute and Azure Arc (or the sandbox). Use with `async with`,
+    or `close()`.
 
     Give either a `credential` (with `base_url` and `connection_verify` for the sandbox: the
-    path of its CA file) or a `client_factory`.
+    path of its CA file), or client factories: `client_factory` for VMs,
+    `hybrid_client_factory` for Arc machines (a kind given neither a factory nor a credential
+    ends its machines' operations with an error outcome).
     """
 
     def __init__(
@@ -221,18 +236,23 @@ class ComputePatchOperations:
         base_url: str = ARM_ENDPOINT,
         connection_verify: bool | str = True,
         client_factory: ClientFactory | None = None,
+        hybrid_client_factory: HybridClientFactory | None = None,
         limits: Limits | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if credential is None and client_factory is None:
+        if credential is None and client_factory is None and hybrid_client_factory is None:
             raise ValueError("give a credential or a client_factory")
         self.limits = limits or Limits()
         self._credential = credential
         self._base_url = base_url
         self._verify = connection_verify
-        self._factory = client_factory or self._client_for
+        self._factories: dict[MachineKind, Callable[[str, Sequence[Policy]], _Closable]] = {}
+        if client_factory is not None:
+            self._factories[MachineKind.VM] = client_factory
+        if hybrid_client_factory is not None:
+            self._factories[MachineKind.ARC] = hybrid_client_factory
         self._clock = clock or utc_now
-        self._clients: dict[str, ComputeManagementClient] = {}
+        self._clients: dict[tuple[MachineKind, str], _Closable] = {}
         self._pacers: dict[str, WritePacer] = {}
         self._subscription_slots: dict[str, asyncio.Semaphore] = {}
         self._slots: asyncio.Semaphore | None = None
@@ -270,10 +290,16 @@ class ComputePatchOperations:
     # -- PatchOperations ------------------------------------------------------------------------
 
     async def assess(
-        self, machines: Sequence[MachineRef], *, on_outcome: OutcomeCallback | None = None
+        self,
+        machines: Sequence[MachineRef],
+        *,
+        on_outcome: OutcomeCallback | None = None,
+        client_request_ids: Mapping[str, str] | None = None,
     ) -> list[OperationOutcome]:
         distinct_machines(machines)
-        return await self._batch([_Job(m, OperationKind.ASSESS) for m in machines], on_outcome)
+        ids = request_ids_for(machines, client_request_ids)
+        jobs = [_Job(m, OperationKind.ASSESS, request_id=ids.get(m.key)) for m in machines]
+        return await self._batch(jobs, on_outcome)
 
     async def install(
         self,
@@ -281,10 +307,13 @@ class ComputePatchOperations:
         parameters: InstallParameters,
         *,
         on_outcome: OutcomeCallback | None = None,
+        client_request_ids: Mapping[str, str] | None = None,
     ) -> list[OperationOutcome]:
         distinct_machines(machines)
-        body = install_body(parameters)
-        jobs = [_Job(m, OperationKind.INSTALL, body) for m in machines]
+        ids = request_ids_for(machines, client_request_ids)
+        jobs = [
+            _Job(m, OperationKind.INSTALL, parameters, request_id=ids.get(m.key)) for m in machines
+        ]
         return await self._batch(jobs, on_outcome)
 
     async def resume(
@@ -310,24 +339,23 @@ class ComputePatchOperations:
 
     async def _one(self, job: _Job, on_outcome: OutcomeCallback | None) -> OperationOutcome:
         machine = job.machine
-        if machine.kind is MachineKind.ARC:
-            outcome = skipped_arc(machine, job.operation, self._clock())
-        else:
-            started = job.earlier.started if job.earlier else self._clock()
-            attempt = _Attempt(job, _Tally(), started)
-            try:
-                async with self._slot(machine.subscription):
-                    outcome = await self._operate(attempt)
-            except asyncio.CancelledError:
-                # The caller gave up on the batch: say how far this machine got, with the
-                # token of an operation already started, before the cancellation goes on.
-                notify(on_outcome, self._cancelled(attempt))
-                raise
-            except Exception as error:
-                # Anything not foreseen (an answer the SDK cannot read, a bug) ends this
-                # machine's operation only: escaping, it would cancel every other machine's.
-                _log.exception("the %s of %s failed unexpectedly", job.operation, machine.id)
-                outcome = self._unexpected(attempt, error)
+        started = job.earlier.started if job.earlier else self._clock()
+        attempt = _Attempt(job, _Tally(), started)
+        try:
+            # Writes are paced and bounded per subscription, whichever provider they go to:
+            # ARM's write quota is the subscription's.
+            async with self._slot(machine.subscription):
+                outcome = await self._operate(attempt)
+        except asyncio.CancelledError:
+            # The caller gave up on the batch: say how far this machine got, with the token
+            # of an operation already started, before the cancellation goes on.
+            notify(on_outcome, self._cancelled(attempt))
+            raise
+        except Exception as error:
+            # Anything not foreseen (an answer the SDK cannot read, a bug) ends this
+            # machine's operation only: escaping, it would cancel every other machine's.
+            _log.exception("the %s of %s failed unexpectedly", job.operation, machine.id)
+            outcome = self._unexpected(attempt, error)
         notify(on_outcome, outcome)
         return outcome
 
@@ -347,14 +375,14 @@ class ComputePatchOperations:
 
     async def _operate(self, attempt: _Attempt) -> OperationOutcome:
         job = attempt.job
-        client = self._client(job.machine.subscription)
+        verbs = self._verbs(job.machine)
         permit = None
         if job.earlier is None:
             attempt.started = self._clock()  # the wait for a slot is not the operation's time
             # Wait for the subscription's write pace here, before anything is handed to the
             # SDK: a cancellation during the wait ends it cleanly, with nothing sent.
             permit = attempt.permit = await self._pacer(job.machine.subscription.lower()).permit()
-        start = asyncio.create_task(self._begin(client, job, attempt.tally, permit))
+        start = asyncio.create_task(self._begin(verbs, job, attempt.tally, permit))
         if permit is not None:
             # However the start ends, a permit it never spent goes back to the pacer.
             start.add_done_callback(permit.release_after)
@@ -394,12 +422,12 @@ class ComputePatchOperations:
 
     async def _begin(
         self,
-        client: ComputeManagementClient,
+        operations: _PatchVerbs,
         job: _Job,
         tally: _Tally,
         permit: WritePermit | None,
     ) -> _Poller:
-        machine, operations = job.machine, client.virtual_machines
+        machine = job.machine
         options: dict[str, Any] = {
             "raw_response_hook": tally.observe,
             "polling_interval": self.limits.poll_interval.total_seconds(),
@@ -408,24 +436,37 @@ class ComputePatchOperations:
             options[PERMIT_OPTION] = permit
         if job.earlier is not None:
             options["continuation_token"] = job.earlier.resume_token
+        elif job.request_id is not None:
+            # The SDK's generated code hands `headers` to the start request only (its polls
+            # get ids of their own); azure-core keeps a request id already set, retries too.
+            options["headers"] = {CLIENT_REQUEST_ID_HEADER: job.request_id}
         group, name = machine.resource_group, machine.name
         if job.operation is OperationKind.ASSESS:
             return await operations.begin_assess_patches(group, name, **options)
-        if job.body is None:
+        if job.parameters is None:
             # Resuming: the SDK's signature wants a body it does not send with a token.
             unsent = io.BytesIO(b"{}")
             return await operations.begin_install_patches(group, name, unsent, **options)
-        return await operations.begin_install_patches(group, name, job.body, **options)
+        body = install_body(job.parameters, machine.kind)
+        return await operations.begin_install_patches(group, name, body, **options)
 
     # -- clients --------------------------------------------------------------------------------
 
-    def _client(self, subscription: str) -> ComputeManagementClient:
-        key = subscription.lower()
-        client = self._clients.get(key)
+    def _verbs(self, machine: MachineRef) -> _PatchVerbs:
+        """The patch operations of the machine's provider, in the machine's subscription."""
+        provider, key = _PROVIDERS[machine.kind], machine.subscription.lower()
+        client = self._clients.get((machine.kind, key))
         if client is None:
-            client = self._factory(subscription, [PacingPolicy(self._pacer(key))])
-            self._clients[key] = client
-        return client
+            factory = self._factories.get(machine.kind)
+            if factory is None:
+                if self._credential is None:
+                    raise ValueError(
+                        f"no client for {provider.namespace}: give a credential or its factory"
+                    )
+                factory = functools.partial(self._client_for, provider)
+            client = factory(machine.subscription, [PacingPolicy(self._pacer(key))])
+            self._clients[(machine.kind, key)] = client
+        return provider.verbs(client)
 
     def _pacer(self, key: str) -> WritePacer:
         pacer = self._pacers.get(key)
@@ -437,19 +478,24 @@ class ComputePatchOperations:
     def _throttled(self, subscription: str, retry_after: float, write: bool) -> None:
         self._throttles.append(ThrottleEvent(subscription, self._clock(), retry_after, write))
 
-    def _client_for(self, subscription: str, policies: Sequence[Policy]) -> ComputeManagementClient:
+    def _client_for(
+        self, provider: _Provider[Any], subscription: str, policies: Sequence[Policy]
+    ) -> _Closable:
         assert self._credential is not None
         # One pooled session for every client: azure-core builds an SSL context per request
         # when given `connection_verify=<path>`, which defeats connection reuse.
         transport = AioHttpTransport(session=self._shared_session(), session_owner=False)
-        return ComputeManagementClient(
+        pinned = {"api_version": provider.api_version} if provider.api_version else {}
+        client: _Closable = provider.client(
             self._credential,
             subscription,
             base_url=self._base_url,
             transport=transport,
             per_retry_policies=list(policies),
             polling_interval=self.limits.poll_interval.total_seconds(),
+            **pinned,
         )
+        return client
 
     def _shared_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -566,53 +612,28 @@ class ComputePatchOperations:
         # The operation was started and may still run: keep its token so it is not lost.
         return self._unfinished(attempt, status, code, message)
 
-    def _finished(
-        self,
-        attempt: _Attempt,
-        result: VirtualMachineAssessPatchesResult | VirtualMachineInstallPatchesResult,
-    ) -> OperationOutcome:
-        reported = _text(result.status)
-        status = _RESULT_STATUS.get(reported.lower())
-        code, message = None, ""
-        if result.error is not None:
-            code, message = result.error.code, result.error.message or ""
+    def _finished(self, attempt: _Attempt, result: Any) -> OperationOutcome:
+        job = attempt.job
+        reading = _PROVIDERS[job.machine.kind].read(job.operation, result)
+        status = _RESULT_STATUS.get(reading.status.lower())
+        code, message = reading.error_code, reading.message
         if status is None:
             status = OutcomeStatus.ERROR
             code = code or "UnexpectedStatus"
-            message = message or f"the operation ended reporting status {reported or 'none'!r}"
-        if isinstance(result, VirtualMachineAssessPatchesResult):
-            return self._outcome(
-                attempt,
-                status,
-                code,
-                message,
-                activity_id=result.assessment_activity_id,
-                critical_and_security=result.critical_and_security_patch_count,
-                other=result.other_patch_count,
-                reboot_pending=result.reboot_pending,
+            message = (
+                message or f"the operation ended reporting status {reading.status or 'none'!r}"
             )
-        return self._outcome(
-            attempt,
-            status,
-            code,
-            message,
-            activity_id=result.installation_activity_id,
-            installed=result.installed_patch_count,
-            failed=result.failed_patch_count,
-            pending=result.pending_patch_count,
-            excluded=result.excluded_patch_count,
-            not_selected=result.not_selected_patch_count,
-            reboot_status=_reboot_status(result.reboot_status),
-            maintenance_window_exceeded=result.maintenance_window_exceeded,
-        )
+        return self._outcome(attempt, status, code, message, **reading.fields)
 
 
-def install_body(parameters: InstallParameters) -> VirtualMachineInstallPatchesParameters:
-    """The `installPatches` body for `parameters` (the only place the SDK model is built)."""
-    return VirtualMachineInstallPatchesParameters(
+def install_body(parameters: InstallParameters, kind: MachineKind = MachineKind.VM) -> Any:
+    """The `installPatches` body for `parameters`, as the SDK model of `kind`'s provider (the
+    only place the SDK models are built; both providers read the same JSON)."""
+    models = _PROVIDERS[kind].models
+    return models.body(
         maximum_duration=parameters.maximum_duration,
         reboot_setting=parameters.reboot_setting.value,
-        windows_parameters=WindowsParameters(
+        windows_parameters=models.windows(
             classifications_to_include=[c.value for c in parameters.classifications],
             kb_numbers_to_include=list(parameters.kb_include) or None,
             kb_numbers_to_exclude=list(parameters.kb_exclude) or None,
@@ -620,6 +641,206 @@ def install_body(parameters: InstallParameters) -> VirtualMachineInstallPatchesP
             max_patch_publish_date=parameters.max_patch_publish_date,
         ),
     )
+
+
+# -- the two providers ---------------------------------------------------------------------------
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+class _PatchVerbs(Protocol):
+    """What the adapter calls on either provider's machine operations (`virtual_machines` of
+    the Compute client, `machines` of the Hybrid Compute client)."""
+
+    # `*args: Any` on purpose: the two SDKs name the machine differently (`vm_name`, `name`),
+    # and stubs with positional-only parameters do not match their traced methods.
+    def begin_assess_patches(
+        self, *group_and_name: Any, **options: Any
+    ) -> Awaitable[AsyncLROPoller[Any]]: ...
+
+    def begin_install_patches(
+        self, *group_name_and_body: Any, **options: Any
+    ) -> Awaitable[AsyncLROPoller[Any]]: ...
+
+
+class _ResultError(Protocol):
+    @property
+    def code(self) -> str | None: ...
+
+    @property
+    def message(self) -> str | None: ...
+
+
+class _InstallSummary(Protocol):
+    """The counts both providers' install results carry under the same names."""
+
+    @property
+    def status(self) -> object: ...
+
+    @property
+    def installation_activity_id(self) -> str | None: ...
+
+    @property
+    def installed_patch_count(self) -> int | None: ...
+
+    @property
+    def failed_patch_count(self) -> int | None: ...
+
+    @property
+    def pending_patch_count(self) -> int | None: ...
+
+    @property
+    def excluded_patch_count(self) -> int | None: ...
+
+    @property
+    def not_selected_patch_count(self) -> int | None: ...
+
+    @property
+    def reboot_status(self) -> object: ...
+
+    @property
+    def maintenance_window_exceeded(self) -> bool | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """A finished operation's result, read into the outcome's words."""
+
+    status: str
+    error_code: str | None
+    message: str
+    fields: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, status: object, error: _ResultError | None, **fields: Any) -> _Reading:
+        code, message = (error.code, error.message or "") if error is not None else (None, "")
+        return cls(_text(status), code, message, fields)
+
+
+@dataclass(frozen=True, slots=True)
+class _Models:
+    """A provider's install body classes."""
+
+    body: Callable[..., Any]
+    windows: Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Provider(Generic[_Client]):
+    """What differs between Azure VMs and Azure Arc machines: the rest is shared."""
+
+    namespace: str
+    client: Callable[..., _Client]
+    #: The api-version the client is pinned to; None keeps the SDK's own.
+    api_version: str | None
+    verbs: Callable[[_Client], _PatchVerbs]
+    models: _Models
+    #: Reads a finished assess or install result.
+    read: Callable[[OperationKind, Any], _Reading]
+
+
+def _installation(result: _InstallSummary, error: _ResultError | None, **more: Any) -> _Reading:
+    return _Reading.of(
+        result.status,
+        error,
+        activity_id=result.installation_activity_id,
+        installed=result.installed_patch_count,
+        failed=result.failed_patch_count,
+        pending=result.pending_patch_count,
+        excluded=result.excluded_patch_count,
+        not_selected=result.not_selected_patch_count,
+        reboot_status=_reboot_status(result.reboot_status),
+        maintenance_window_exceeded=result.maintenance_window_exceeded,
+        **more,
+    )
+
+
+def _vm_verbs(client: ComputeManagementClient) -> _PatchVerbs:
+    return client.virtual_machines
+
+
+def _read_vm(operation: OperationKind, result: Any) -> _Reading:
+    if operation is OperationKind.ASSESS:
+        assessed: compute_models.VirtualMachineAssessPatchesResult = result
+        return _Reading.of(
+            assessed.status,
+            assessed.error,
+            activity_id=assessed.assessment_activity_id,
+            critical_and_security=assessed.critical_and_security_patch_count,
+            other=assessed.other_patch_count,
+            reboot_pending=assessed.reboot_pending,
+        )
+    installed: compute_models.VirtualMachineInstallPatchesResult = result
+    kbs = [
+        patch.kb_id
+        for patch in installed.patches or ()
+        if patch.kb_id and _text(patch.installation_state).lower() == "installed"
+    ]
+    return _installation(installed, installed.error, installed_kbs=kbs)
+
+
+def _arc_verbs(client: HybridComputeManagementClient) -> _PatchVerbs:
+    return client.machines
+
+
+def _read_arc(operation: OperationKind, result: Any) -> _Reading:
+    """Hybrid Compute's results: an assessment counts by classification and lists no
+    patches; an install counts and lists no patches either (no `installed_kbs`); errors are
+    under `errorDetails`."""
+    if operation is OperationKind.ASSESS:
+        assessed: hybrid_models.MachineAssessPatchesResult = result
+        counts = assessed.available_patch_count_by_classification
+        urgent = other = None
+        if counts is not None:
+            urgent = (counts.critical or 0) + (counts.security or 0)
+            other = sum(
+                value or 0
+                for value in (
+                    counts.definition,
+                    counts.update_rollup,
+                    counts.feature_pack,
+                    counts.service_pack,
+                    counts.tools,
+                    counts.updates,
+                    counts.other,
+                )
+            )
+        return _Reading.of(
+            assessed.status,
+            assessed.error_details,
+            activity_id=assessed.assessment_activity_id,
+            critical_and_security=urgent,
+            other=other,
+            reboot_pending=assessed.reboot_pending,
+        )
+    installed: hybrid_models.MachineInstallPatchesResult = result
+    return _installation(installed, installed.error_details)
+
+
+_PROVIDERS: Mapping[MachineKind, _Provider[Any]] = {
+    MachineKind.VM: _Provider(
+        namespace="Microsoft.Compute",
+        client=ComputeManagementClient,
+        api_version=None,
+        verbs=_vm_verbs,
+        models=_Models(
+            compute_models.VirtualMachineInstallPatchesParameters, compute_models.WindowsParameters
+        ),
+        read=_read_vm,
+    ),
+    MachineKind.ARC: _Provider(
+        namespace="Microsoft.HybridCompute",
+        client=HybridComputeManagementClient,
+        api_version=ARC_API_VERSION,
+        verbs=_arc_verbs,
+        models=_Models(
+            hybrid_models.MachineInstallPatchesParameters, hybrid_models.WindowsParameters
+        ),
+        read=_read_arc,
+    ),
+}
 
 
 #: The one translation of azure-core's exceptions for a start request that failed: the

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Protocol, TypeVar
@@ -20,7 +20,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from hotpatch.core.models import MachineKind, UtcDatetime
 
 __all__ = [
-    "ARC_NOT_SUPPORTED",
     "MAXIMUM_DURATION_LIMIT",
     "Classification",
     "Clock",
@@ -34,17 +33,16 @@ __all__ = [
     "RebootSetting",
     "RebootStatus",
     "distinct_machines",
+    "kb_name",
     "notify",
+    "request_ids_for",
     "resumable_only",
-    "skipped_arc",
 ]
 
 _log = logging.getLogger(__name__)
 
 #: DOMAIN.md §5: keep `maximumDuration` under 3h55m (Azure refuses longer windows).
 MAXIMUM_DURATION_LIMIT = timedelta(hours=3, minutes=55)
-#: The message of the outcome recorded for an Azure Arc machine.
-ARC_NOT_SUPPORTED = "Azure Arc patch operations are not supported yet"
 
 _VM_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/"
@@ -180,6 +178,15 @@ def _kb_number(value: str) -> str:
 KbNumber = Annotated[str, AfterValidator(_kb_number)]
 
 
+def kb_name(value: str) -> str:
+    """A KB as people write it, "KB5075943", from either spelling (Azure's `kbId` has no
+    prefix); ValueError when it is no KB number."""
+    return f"KB{_kb_number(value)}"
+
+
+KbName = Annotated[str, AfterValidator(kb_name)]
+
+
 class InstallParameters(BaseModel):
     """What an install may do; the adapter turns it into `installPatches`' body.
 
@@ -252,6 +259,21 @@ class OperationOutcome(BaseModel):
     not_selected: int | None = None
     reboot_status: RebootStatus | None = None
     maintenance_window_exceeded: bool | None = None
+    #: The KBs a finished install reports `Installed` ("KB5075943"), in the order reported.
+    #: Azure Arc's install result lists no patches, only counts: there it stays empty, and
+    #: `installed_kbs_complete` says whether this names every installed patch.
+    installed_kbs: tuple[KbName, ...] = ()
+
+    @field_validator("installed_kbs")
+    @classmethod
+    def _each_kb_once(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(values))
+
+    @property
+    def installed_kbs_complete(self) -> bool:
+        """Whether `installed_kbs` names every patch the install reports installed (a KB set
+        can be proven from this outcome alone only then)."""
+        return self.installed is not None and len(self.installed_kbs) >= self.installed
 
     @property
     def retries(self) -> int:
@@ -272,13 +294,20 @@ OutcomeCallback = Callable[[OperationOutcome], None]
 class PatchOperations(Protocol):
     """Assess and install patches on many machines; one outcome per machine, in input order.
 
-    Failures are isolated per machine: a refusal, a server error or a timeout becomes that
-    machine's outcome and the batch goes on. `on_outcome` hears each outcome as it is known
-    (for progress and journaling), before the batch as a whole returns.
+    Azure VMs and Azure Arc machines alike. Failures are isolated per machine: a refusal, a
+    server error or a timeout becomes that machine's outcome and the batch goes on.
+    `on_outcome` hears each outcome as it is known (for progress and journaling), before the
+    batch as a whole returns. `client_request_ids` (machine key -> id) names the
+    `x-ms-client-request-id` each machine's start request carries, so that a journal can record
+    it before the request is sent; a machine without one gets an id of the SDK's choosing.
     """
 
     async def assess(
-        self, machines: Sequence[MachineRef], *, on_outcome: OutcomeCallback | None = None
+        self,
+        machines: Sequence[MachineRef],
+        *,
+        on_outcome: OutcomeCallback | None = None,
+        client_request_ids: Mapping[str, str] | None = None,
     ) -> list[OperationOutcome]: ...
 
     async def install(
@@ -287,6 +316,7 @@ class PatchOperations(Protocol):
         parameters: InstallParameters,
         *,
         on_outcome: OutcomeCallback | None = None,
+        client_request_ids: Mapping[str, str] | None = None,
     ) -> list[OperationOutcome]: ...
 
     async def resume(
@@ -303,6 +333,26 @@ def distinct_machines(machines: Sequence[MachineRef]) -> None:
         if machine.key in seen:
             raise ValueError(f"{machine.id} appears more than once in the batch")
         seen.add(machine.key)
+
+
+def request_ids_for(
+    machines: Sequence[MachineRef], client_request_ids: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The client request ids by machine key; ValueError for a key that names no machine of
+    the batch, or an id that cannot be a header value."""
+    if not client_request_ids:
+        return {}
+    batch = {machine.key for machine in machines}
+    found: dict[str, str] = {}
+    for key, request_id in client_request_ids.items():
+        machine = key.strip().lower()
+        if machine not in batch:
+            raise ValueError(f"a client request id is given for {key!r}, which is not in the batch")
+        if not isinstance(request_id, str) or not request_id or not request_id.isprintable():
+            raise ValueError(f"the client request id for {key!r} is not a header value")
+        if found.setdefault(machine, request_id) != request_id:
+            raise ValueError(f"two client request ids are given for {key!r}")
+    return found
 
 
 def resumable_only(outcomes: Sequence[OperationOutcome]) -> None:
@@ -324,16 +374,3 @@ def notify(on_outcome: OutcomeCallback | None, outcome: OperationOutcome) -> Non
         on_outcome(outcome)
     except Exception:
         _log.exception("the on_outcome callback failed for %s", outcome.machine_id)
-
-
-def skipped_arc(machine: MachineRef, operation: OperationKind, now: datetime) -> OperationOutcome:
-    """azure-mgmt-compute cannot address Arc machines (they need Microsoft.HybridCompute)."""
-    return OperationOutcome(
-        machine_id=machine.id,
-        operation=operation,
-        status=OutcomeStatus.SKIPPED,
-        started=now,
-        finished=now,
-        error_code="ArcNotSupported",
-        message=ARC_NOT_SUPPORTED,
-    )

@@ -178,7 +178,7 @@ class OperationTracker:
         finished_at = operation.started_at + timedelta(seconds=self.latency_seconds)
         if operation.kind is PatchAction.ASSESS:
             outcome = assess(state, self.calendar, operation.started_at)
-            operation.result = assessment_result(operation, outcome)
+            operation.result = assessment_result(operation, outcome, finished_at)
             self._write_assessment(operation, outcome, finished_at, batch)
         else:
             assert operation.parameters is not None
@@ -187,7 +187,7 @@ class OperationTracker:
             )
             if machine.id.casefold() in self.failing_installs:
                 installed = failed_install(installed, state)
-            operation.result = installation_result(operation, installed)
+            operation.result = installation_result(operation, installed, finished_at)
             self._write_installation(operation, installed, finished_at, batch)
             after = installed.machine
             self._pending[machine.id] = after.pending_build
@@ -228,24 +228,6 @@ class OperationTracker:
         machine = operation.machine
         base = machine.type
         latest_id = f"{machine.id}/patchAssessmentResults/latest"
-        counts = {
-            key: 0
-            for key in (
-                "critical",
-                "security",
-                "updateRollup",
-                "featurePack",
-                "servicePack",
-                "definition",
-                "tools",
-                "updates",
-                "other",
-            )
-        }
-        for patch in outcome.available:
-            key = patch.classification[0].lower() + patch.classification[1:]
-            key = "updateRollup" if key == "updateRollUp" else key
-            counts[key if key in counts else "other"] += 1
         summary = _child_row(
             machine,
             latest_id,
@@ -260,7 +242,7 @@ class OperationTracker:
                 "assessmentActivityId": operation.id,
                 "startDateTime": _iso(operation.started_at),
                 "lastModifiedDateTime": _iso(finished_at),
-                "availablePatchCountByClassification": counts,
+                "availablePatchCountByClassification": _counts_by_classification(outcome),
             },
         )
         patches = [
@@ -323,8 +305,23 @@ class OperationTracker:
         batch.inserts.setdefault("patchinstallationresources", []).extend([summary, *patches])
 
 
-def assessment_result(operation: Operation, outcome: AssessmentOutcome) -> dict[str, Any]:
-    """A `VirtualMachineAssessPatchesResult` body."""
+def assessment_result(
+    operation: Operation, outcome: AssessmentOutcome, finished_at: datetime
+) -> dict[str, Any]:
+    """The result body of an assessment: a VM's `VirtualMachineAssessPatchesResult`, which lists
+    the patches, or an Arc machine's `MachineAssessPatchesResult`, which only counts them."""
+    if operation.machine.hybrid:
+        return {
+            "status": "Succeeded",
+            "assessmentActivityId": operation.id,
+            "rebootPending": outcome.reboot_pending,
+            "availablePatchCountByClassification": _counts_by_classification(outcome),
+            "startDateTime": _iso(operation.started_at),
+            "lastModifiedDateTime": _iso(finished_at),
+            "startedBy": "User",
+            "patchServiceUsed": "WU",
+            "osType": "Windows",
+        }
     return {
         "status": "Succeeded",
         "assessmentActivityId": operation.id,
@@ -346,10 +343,15 @@ def assessment_result(operation: Operation, outcome: AssessmentOutcome) -> dict[
     }
 
 
-def installation_result(operation: Operation, outcome: InstallOutcome) -> dict[str, Any]:
-    """A `VirtualMachineInstallPatchesResult` body."""
-    return {
-        "status": _install_status(outcome),
+def installation_result(
+    operation: Operation, outcome: InstallOutcome, finished_at: datetime
+) -> dict[str, Any]:
+    """The result body of an install: a VM's `VirtualMachineInstallPatchesResult`, which lists
+    the patches with their `installationState`, or an Arc machine's
+    `MachineInstallPatchesResult`, which only counts them (Arc's patch list is in Resource
+    Graph's `patchinstallationresources`)."""
+    counts = {
+        "status": "Succeeded",
         "installationActivityId": operation.id,
         "rebootStatus": outcome.reboot_status.value,
         "maintenanceWindowExceeded": False,
@@ -357,13 +359,47 @@ def installation_result(operation: Operation, outcome: InstallOutcome) -> dict[s
         "notSelectedPatchCount": outcome.count(InstallationState.NOT_SELECTED),
         "pendingPatchCount": 0,
         "installedPatchCount": outcome.count(InstallationState.INSTALLED),
-        "failedPatchCount": outcome.count(InstallationState.FAILED),
+        "failedPatchCount": 0,
         "startDateTime": _iso(operation.started_at),
+    }
+    if operation.machine.hybrid:
+        return {
+            **counts,
+            "lastModifiedDateTime": _iso(finished_at),
+            "startedBy": "User",
+            "patchServiceUsed": "WU",
+            "osType": "Windows",
+        }
+    return {
+        **counts,
         "patches": [
             {**_patch_body(patch), "installationState": state.value}
             for patch, state in outcome.patches
         ],
     }
+
+
+def _counts_by_classification(outcome: AssessmentOutcome) -> dict[str, int]:
+    """`availablePatchCountByClassification`, as Resource Graph and Hybrid Compute spell it."""
+    counts = {
+        key: 0
+        for key in (
+            "critical",
+            "security",
+            "updateRollup",
+            "featurePack",
+            "servicePack",
+            "definition",
+            "tools",
+            "updates",
+            "other",
+        )
+    }
+    for patch in outcome.available:
+        key = patch.classification[0].lower() + patch.classification[1:]
+        key = "updateRollup" if key == "updateRollUp" else key
+        counts[key if key in counts else "other"] += 1
+    return counts
 
 
 def _patch_body(patch: Patch) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from hotpatch.cli import main
 from hotpatch.core.models import Action
 from hotpatch.data import shipped_release_catalog
 from hotpatch.sandbox.estate import EstateSpec, generate_estate
+from hotpatch.sandbox.request_log import read_requests
 from hotpatch.sandbox.server import Sandbox
 from hotpatch.service import Rules, evaluate_rows
 from hotpatch.settings import Settings
@@ -63,7 +64,7 @@ def test_a_dry_run_lists_the_machines_due_and_starts_nothing(
     assert sandbox.counters().operations_started == 0
 
 
-def test_yes_assesses_the_machines_due_and_a_second_run_finds_only_arc_left(
+def test_yes_assesses_every_machine_due_arc_included_and_a_second_run_finds_none_due(
     capsys: pytest.CaptureFixture[str], start_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
     estate = generate_estate(
@@ -78,22 +79,24 @@ def test_yes_assesses_the_machines_due_and_a_second_run_finds_only_arc_left(
     (journal,) = (tmp_path / "reports").glob("assess-*.jsonl")
     outcomes = [json.loads(line) for line in journal.read_text().splitlines()]
     assert sorted(o["machine_id"].casefold() for o in outcomes) == sorted(m.casefold() for m in due)
-    by_status = {o["status"] for o in outcomes}
-    assert by_status <= {"succeeded", "skipped"}
-    arc = [o for o in outcomes if o["status"] == "skipped"]
-    # Exactly the Arc machines are skipped (the estate has some due: the check is not vacuous).
-    due_arc = sorted(m.casefold() for m in due if "hybridcompute" in m.casefold())
-    assert due_arc
-    assert sorted(o["machine_id"].casefold() for o in arc) == due_arc
-    assert sandbox.counters().operations_started == len(outcomes) - len(arc)
+    assert {o["status"] for o in outcomes} == {"succeeded"}
+    # Arc machines due went through Hybrid Compute (the estate has some: not vacuous).
+    assert state_dir_requests(sandbox, "microsoft.hybridcompute")
+    assert sandbox.counters().operations_started == len(outcomes)
     assert "Assessments:" in out
     again = run(capsys, sandbox, tmp_path)
-    still_due = [
-        line.split()[-1] for line in again.splitlines() if line.strip().startswith("would assess")
+    still_due = [line for line in again.splitlines() if line.strip().startswith("would assess")]
+    assert still_due == []
+
+
+def state_dir_requests(sandbox: Sandbox, provider: str) -> list[str]:
+    """The machines the sandbox's request log shows `assessPatches` sent to `provider`."""
+    assert sandbox.state_dir is not None
+    return [
+        r.machine_id
+        for r in read_requests(sandbox.state_dir)
+        if r.operation == "assessPatches" and f"/providers/{provider}/" in r.machine_key
     ]
-    assert sorted(m.casefold() for m in still_due) == sorted(
-        o["machine_id"].casefold() for o in arc
-    )
 
 
 def test_a_missing_ca_file_is_a_one_line_usage_error(

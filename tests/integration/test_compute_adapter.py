@@ -15,11 +15,16 @@ from azure.core.pipeline.policies import AsyncHTTPPolicy
 from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.mgmt.compute.aio import ComputeManagementClient
 
-from hotpatch.azure.compute import ComputePatchOperations, Limits, Policy, WriteBudget
+from hotpatch.azure.compute import (
+    ARC_API_VERSION,
+    ComputePatchOperations,
+    Limits,
+    Policy,
+    WriteBudget,
+)
 from hotpatch.data import shipped_release_catalog
 from hotpatch.fakes import FakePatchOperations
 from hotpatch.ports.patch_operations import (
-    ARC_NOT_SUPPORTED,
     Classification,
     InstallParameters,
     MachineRef,
@@ -32,6 +37,7 @@ from hotpatch.ports.patch_operations import (
 )
 from hotpatch.sandbox.arm import Quota
 from hotpatch.sandbox.estate import Estate, EstateSpec, generate_estate
+from hotpatch.sandbox.request_log import LoggedRequest, read_requests
 from hotpatch.sandbox.server import Sandbox
 from tests.integration.conftest import (
     SUB_A,
@@ -51,6 +57,10 @@ JANUARY = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
 ON_JANUARY_BASELINE = "10.0.20348.4648"
 DECEMBER_HOTPATCH = "10.0.20348.4467"
 FEBRUARY_HOTPATCH_KB = "5075943"
+#: Windows Server 2025 (the Arc machines of `arc_row`): January baseline and February hotpatch.
+ARC_ON_JANUARY_BASELINE = "10.0.26100.32230"
+ARC_FEBRUARY_HOTPATCH = "10.0.26100.32313"
+ARC_FEBRUARY_HOTPATCH_KB = "KB5075942"
 #: Quick polls: the sandboxes here answer `Retry-After: 0`, so the poll interval decides.
 QUICK = Limits(poll_interval=timedelta(seconds=0.01))
 
@@ -78,6 +88,20 @@ def adapter(sandbox: Sandbox, clock: ManualClock, limits: Limits = QUICK) -> Com
 
 def machine(name: str, subscription: str = SUB_A) -> MachineRef:
     return MachineRef.parse(vm_row(name, subscription=subscription)["id"])
+
+
+def logged(sandbox: Sandbox) -> list[LoggedRequest]:
+    """The assess and install requests the sandbox answered, from its request log."""
+    assert sandbox.state_dir is not None
+    return read_requests(sandbox.state_dir)
+
+
+def arc(name: str) -> MachineRef:
+    return MachineRef.parse(arc_row(name)["id"])
+
+
+def arcs(*names: str, **fields: Any) -> Estate:
+    return Estate([arc_row(name, **fields) for name in names], [], [])
 
 
 def vms(*names: str, **fields: Any) -> Estate:
@@ -112,9 +136,11 @@ def latest_assessments(sandbox: Sandbox) -> dict[str, dict[str, Any]]:
 
 
 def os_version(sandbox: Sandbox, name: str) -> str:
+    """The build Resource Graph reports for the VM or Arc machine `name`."""
     result = sandbox.store.query(
-        f"Resources | where name == '{name}' "
-        "| project v = tostring(properties.extended.instanceView.osVersion)",
+        f"Resources | where name == '{name}' | project v = tostring(iff(type =~ "
+        "'microsoft.hybridcompute/machines', properties.osVersion, "
+        "properties.extended.instanceView.osVersion))",
         sandbox.readable_subscriptions,
         False,
     )
@@ -185,6 +211,10 @@ async def test_installing_the_months_hotpatch_moves_the_build_without_a_restart(
         RebootStatus.NOT_NEEDED,
     )
     assert outcome.maintenance_window_exceeded is False
+    assert (outcome.installed_kbs, outcome.installed_kbs_complete) == (
+        (f"KB{FEBRUARY_HOTPATCH_KB}",),
+        True,
+    )
     assert os_version(sandbox, "vm-1") == "10.0.20348.4711"
 
 
@@ -214,7 +244,11 @@ async def test_an_excluded_kb_is_passed_to_azure_and_not_installed(
     async with adapter(sandbox, clock) as operations:
         [outcome] = await operations.install([machine("vm-1")], parameters)
     assert (outcome.installed, outcome.excluded) == (0, 1)
+    assert outcome.installed_kbs == ()
     assert os_version(sandbox, "vm-1") == ON_JANUARY_BASELINE
+    [request] = logged(sandbox)
+    assert request.install is not None
+    assert request.install.kbs_excluded == {f"KB{FEBRUARY_HOTPATCH_KB}"}
 
 
 # -- failures isolated per machine ----------------------------------------------------------------
@@ -576,14 +610,166 @@ async def test_operations_in_flight_stay_within_the_overall_and_per_subscription
     assert sum(meter.now.values()) == 0
 
 
-async def test_arc_machines_are_skipped_without_a_request(start: Start, clock: ManualClock) -> None:
-    sandbox = start(Estate([arc_row("arc-1")], [], []))
-    arc = MachineRef.parse(arc_row("arc-1")["id"])
+# -- Azure Arc machines ---------------------------------------------------------------------------
+
+
+def latest_arc_assessment(sandbox: Sandbox, name: str) -> dict[str, Any]:
+    result = sandbox.store.query(
+        "patchassessmentresources "
+        "| where type =~ 'microsoft.hybridcompute/machines/patchassessmentresults' "
+        f"| where id contains '/machines/{name}/' | project properties",
+        sandbox.readable_subscriptions,
+        False,
+    )
+    [row] = [json.loads(text) for text in result.rows]
+    properties: dict[str, Any] = row["properties"]
+    return properties
+
+
+async def test_an_arc_machine_is_assessed_through_hybrid_compute_and_its_result_read_back(
+    start: Start, clock: ManualClock
+) -> None:
+    sandbox = start(arcs("arc-1", os_version=ARC_ON_JANUARY_BASELINE))
     async with adapter(sandbox, clock) as operations:
-        [outcome] = await operations.assess([arc])
-    assert (outcome.status, outcome.message) == (OutcomeStatus.SKIPPED, ARC_NOT_SUPPORTED)
-    assert outcome.attempts == 0
-    assert sandbox.counters().requests == {}
+        [outcome] = await operations.assess([arc("arc-1")])
+    assert (outcome.status, outcome.critical_and_security, outcome.other) == (
+        OutcomeStatus.SUCCEEDED,
+        1,
+        0,
+    )
+    assert (outcome.reboot_pending, outcome.attempts) == (False, 1)
+    assert latest_arc_assessment(sandbox, "arc-1")["assessmentActivityId"] == outcome.activity_id
+    [operation] = sandbox.operations.operations.values()
+    assert (operation.provider, operation.api_version) == (
+        "Microsoft.HybridCompute",
+        ARC_API_VERSION,
+    )
+
+
+async def test_an_arc_machine_installs_its_hotpatch_and_its_new_build_is_read_back(
+    start: Start, clock: ManualClock
+) -> None:
+    sandbox = start(arcs("arc-1", os_version=ARC_ON_JANUARY_BASELINE))
+    async with adapter(sandbox, clock) as operations:
+        [outcome] = await operations.install(
+            [arc("arc-1")], InstallParameters(reboot_setting=RebootSetting.NEVER)
+        )
+    assert (outcome.status, outcome.installed, outcome.reboot_status) == (
+        OutcomeStatus.SUCCEEDED,
+        1,
+        RebootStatus.NOT_NEEDED,
+    )
+    # Hybrid Compute's install result counts patches without naming them.
+    assert (outcome.installed_kbs, outcome.installed_kbs_complete) == ((), False)
+    assert os_version(sandbox, "arc-1") == ARC_FEBRUARY_HOTPATCH
+    assert (
+        latest_arc_assessment(sandbox, "arc-1")["availablePatchCountByClassification"]["security"]
+        == 0
+    )
+
+
+async def test_an_arc_install_passes_its_filters_to_hybrid_compute(
+    start: Start, clock: ManualClock
+) -> None:
+    sandbox = start(arcs("arc-1", os_version=ARC_ON_JANUARY_BASELINE))
+    parameters = InstallParameters(
+        reboot_setting=RebootSetting.NEVER, kb_exclude=(ARC_FEBRUARY_HOTPATCH_KB,)
+    )
+    async with adapter(sandbox, clock) as operations:
+        [outcome] = await operations.install([arc("arc-1")], parameters)
+    assert (outcome.installed, outcome.excluded) == (0, 1)
+    assert outcome.installed_kbs_complete
+    assert os_version(sandbox, "arc-1") == ARC_ON_JANUARY_BASELINE
+    [request] = logged(sandbox)
+    assert request.install is not None
+    assert request.path.endswith("/providers/Microsoft.HybridCompute/machines/arc-1/installPatches")
+    assert request.install.kbs_excluded == {ARC_FEBRUARY_HOTPATCH_KB}
+
+
+async def test_arc_refusals_become_outcomes_by_the_same_table_as_vms(
+    start: Start, clock: ManualClock
+) -> None:
+    sandbox = start(
+        Estate([arc_row("arc-1", status="Disconnected"), arc_row("arc-2"), vm_row("vm-1")], [], [])
+    )
+    async with adapter(sandbox, clock) as operations:
+        outcomes = await operations.assess([arc("arc-1"), arc("no-such-arc"), machine("vm-1")])
+    disconnected, missing, vm = outcomes
+    assert (disconnected.status, disconnected.error_code) == (
+        OutcomeStatus.CONFLICT,
+        "OperationNotAllowed",
+    )
+    assert "Disconnected" in disconnected.message
+    assert (missing.status, missing.error_code) == (OutcomeStatus.NOT_FOUND, "ResourceNotFound")
+    assert "Microsoft.HybridCompute/machines/no-such-arc" in missing.message
+    assert vm.status is OutcomeStatus.SUCCEEDED
+
+
+async def test_an_arc_operation_still_running_at_its_timeout_is_resumed_from_its_token(
+    start: Start, clock: ManualClock
+) -> None:
+    clock.freeze()
+    sandbox = start(
+        arcs("arc-1", os_version=ARC_ON_JANUARY_BASELINE), operation_latency_seconds=5.0
+    )
+    impatient = Limits(
+        poll_interval=timedelta(seconds=0.01), operation_timeout=timedelta(seconds=0.2)
+    )
+    async with adapter(sandbox, clock, impatient) as operations:
+        [running] = await operations.install(
+            [arc("arc-1")], InstallParameters(reboot_setting=RebootSetting.NEVER)
+        )
+        [busy] = await operations.assess([arc("arc-1")])
+    assert (running.status, busy.status) == (OutcomeStatus.TIMED_OUT, OutcomeStatus.CONFLICT)
+    assert running.resume_token is not None
+
+    clock.advance(5.0)
+    async with adapter(sandbox, clock) as later:
+        [finished] = await later.resume([running])
+    assert (finished.status, finished.installed) == (OutcomeStatus.SUCCEEDED, 1)
+    assert [r.operation for r in logged(sandbox)] == [
+        "installPatches",
+        "assessPatches",
+    ]
+
+
+# -- client request ids ----------------------------------------------------------------------------
+
+
+async def test_each_start_request_carries_the_client_request_id_given_for_its_machine(
+    start: Start, clock: ManualClock
+) -> None:
+    sandbox = start(Estate([vm_row("vm-1"), vm_row("vm-2"), arc_row("arc-1")], [], []))
+    machines = [machine("vm-1"), machine("vm-2"), arc("arc-1")]
+    ids = {machine("vm-1").key: "journal-vm-1", arc("arc-1").key: "journal-arc-1"}
+    async with adapter(sandbox, clock) as operations:
+        outcomes = await operations.install(
+            machines,
+            InstallParameters(reboot_setting=RebootSetting.NEVER),
+            client_request_ids=ids,
+        )
+    assert {o.status for o in outcomes} == {OutcomeStatus.SUCCEEDED}
+    sent = {r.machine_key: r.client_request_id for r in logged(sandbox)}
+    assert sent[machine("vm-1").key] == "journal-vm-1"
+    assert sent[arc("arc-1").key] == "journal-arc-1"
+    # A machine given no id gets the SDK's own, never another machine's.
+    assert sent[machine("vm-2").key] not in {None, "journal-vm-1", "journal-arc-1"}
+
+
+async def test_a_start_retried_after_throttling_carries_the_same_client_request_id(
+    start: Start, clock: ManualClock
+) -> None:
+    sandbox = start(vms("vm-1", "vm-2"), write_quota=Quota(1, 1.0))
+    unpaced = Limits(poll_interval=timedelta(seconds=0.01), write_budget=None)
+    ids = {machine("vm-1").key: "journal-1", machine("vm-2").key: "journal-2"}
+    async with adapter(sandbox, clock, unpaced) as operations:
+        outcomes = await operations.assess(
+            [machine("vm-1"), machine("vm-2")], client_request_ids=ids
+        )
+    assert {o.status for o in outcomes} == {OutcomeStatus.SUCCEEDED}
+    requests = logged(sandbox)
+    assert any(r.status == 429 for r in requests)
+    assert {(r.machine_key, r.client_request_id) for r in requests} == set(ids.items())
 
 
 # -- the contract both implementations keep -------------------------------------------------------
@@ -619,13 +805,8 @@ async def test_a_batch_answers_one_outcome_per_machine_in_the_order_given(
     assert [o.machine_id for o in outcomes] == [m.id for m in machines]
     assert sorted(heard, key=lambda o: o.machine_id) == sorted(outcomes, key=lambda o: o.machine_id)
     assert {o.operation for o in outcomes} == {OperationKind.INSTALL}
-    assert [o.status for o in outcomes] == [
-        OutcomeStatus.SUCCEEDED,
-        OutcomeStatus.SKIPPED,
-        OutcomeStatus.SUCCEEDED,
-        OutcomeStatus.SUCCEEDED,
-    ]
-    assert all(o.reboot_status is not None for o in outcomes if o.status is OutcomeStatus.SUCCEEDED)
+    assert {o.status for o in outcomes} == {OutcomeStatus.SUCCEEDED}
+    assert all(o.reboot_status is not None for o in outcomes)
 
 
 async def test_a_batch_naming_a_machine_twice_is_refused_before_anything_starts(

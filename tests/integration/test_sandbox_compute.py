@@ -11,6 +11,10 @@ import requests
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.compute.models import VirtualMachineInstallPatchesParameters, WindowsParameters
+from azure.mgmt.hybridcompute.models import (
+    MachineAssessPatchesResult,
+    MachineInstallPatchesResult,
+)
 from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest
 
@@ -317,3 +321,70 @@ def test_an_arc_machine_takes_its_hotpatch_through_hybrid_compute(start: Start) 
     assert (finished["installedPatchCount"], finished["rebootStatus"]) == (1, "NotNeeded")
     rows = graph_rows(sandbox, "Resources | project v = tostring(properties.osVersion)")
     assert rows == [{"v": "10.0.26100.32313"}]
+
+
+#: The properties of Hybrid Compute's `MachineAssessPatchesResult` and
+#: `MachineInstallPatchesResult` (azure-rest-api-specs, specification/hybridcompute/
+#: resource-manager/Microsoft.HybridCompute/stable/2024-07-10): counts, no patch lists, and the
+#: error under `errorDetails`.
+HYBRID_RESULT = {"status", "startDateTime", "lastModifiedDateTime", "startedBy", "osType"}
+HYBRID_ASSESS_RESULT = HYBRID_RESULT | {
+    "assessmentActivityId",
+    "rebootPending",
+    "availablePatchCountByClassification",
+    "patchServiceUsed",
+    "errorDetails",
+}
+HYBRID_INSTALL_RESULT = HYBRID_RESULT | {
+    "installationActivityId",
+    "rebootStatus",
+    "maintenanceWindowExceeded",
+    "excludedPatchCount",
+    "notSelectedPatchCount",
+    "pendingPatchCount",
+    "installedPatchCount",
+    "failedPatchCount",
+    "patchServiceUsed",
+    "errorDetails",
+}
+
+
+def arc_result(sandbox: Sandbox, action: str, body: dict[str, Any] | None = None) -> Any:
+    started = requests.post(
+        f"{sandbox.base_url}/subscriptions/{SUB_A}/resourceGroups/rg-arc/providers/"
+        f"Microsoft.HybridCompute/machines/arc-1/{action}?api-version=2024-07-10",
+        json=body,
+        headers={"Authorization": "Bearer t"},
+        verify=str(sandbox.ca_path),
+        timeout=30,
+    )
+    assert started.status_code == 202
+    return requests.get(
+        started.headers["Location"],
+        headers={"Authorization": "Bearer t"},
+        verify=str(sandbox.ca_path),
+        timeout=30,
+    ).json()
+
+
+def test_an_arc_machines_results_are_in_hybrid_computes_shapes_and_its_sdk_reads_them(
+    start: Start,
+) -> None:
+    sandbox = start(
+        Estate([arc_row("arc-1", os_version="10.0.26100.32230")], [], []),
+        operation_latency_seconds=0.0,
+    )
+    assessed = arc_result(sandbox, "assessPatches")
+    installed = arc_result(
+        sandbox,
+        "installPatches",
+        {"rebootSetting": "Never", "windowsParameters": {"classificationsToInclude": ["Security"]}},
+    )
+    assert HYBRID_RESULT <= set(assessed) <= HYBRID_ASSESS_RESULT
+    assert HYBRID_RESULT <= set(installed) <= HYBRID_INSTALL_RESULT
+    assessment = MachineAssessPatchesResult(assessed)
+    installation = MachineInstallPatchesResult(installed)
+    assert assessment.available_patch_count_by_classification is not None
+    assert assessment.available_patch_count_by_classification.security == 1
+    assert (installation.installed_patch_count, installation.reboot_status) == (1, "NotNeeded")
+    assert installation.installation_activity_id != assessment.assessment_activity_id

@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from hotpatch.core.models import MachineKind
 from hotpatch.fakes import FakePatchOperations, RecordedCall, Scripted
 from hotpatch.ports.patch_operations import (
-    ARC_NOT_SUPPORTED,
     Classification,
     InstallParameters,
     MachineRef,
@@ -175,9 +174,70 @@ async def test_resuming_a_machine_twice_in_one_batch_is_refused() -> None:
     assert operations.operations_on(VM_1) == ["assess"]
 
 
-async def test_arc_machines_are_skipped_as_the_real_adapter_skips_them() -> None:
-    [outcome] = await fake().assess(refs(ARC_1))
-    assert (outcome.status, outcome.message) == (OutcomeStatus.SKIPPED, ARC_NOT_SUPPORTED)
+async def test_arc_machines_are_assessed_and_installed_as_vms_are() -> None:
+    operations = fake().script(ARC_1, OperationKind.INSTALL, Scripted(installed_kbs=("5075943",)))
+    [assessed] = await operations.assess(refs(ARC_1))
+    [installed] = await operations.install(refs(ARC_1), NEVER)
+    assert (assessed.status, installed.status) == (OutcomeStatus.SUCCEEDED, OutcomeStatus.SUCCEEDED)
+    assert installed.installed_kbs == ("KB5075943",)
+
+
+async def test_an_install_reports_its_scripted_kbs_in_kb_form_and_counts_them() -> None:
+    operations = fake().script(
+        VM_1, OperationKind.INSTALL, Scripted(installed_kbs=("5075943", "KB890830"))
+    )
+    [outcome] = await operations.install(refs(VM_1), NEVER)
+    assert outcome.installed_kbs == ("KB5075943", "KB890830")
+    assert (outcome.installed, outcome.installed_kbs_complete) == (2, True)
+
+
+async def test_an_install_scripted_with_no_kbs_installs_none_and_an_assess_reports_none() -> None:
+    operations = fake().script(VM_1, OperationKind.ASSESS, Scripted(installed_kbs=("5075943",)))
+    [installed] = await operations.install(refs(VM_1), NEVER)
+    [assessed] = await operations.assess(refs(VM_1))
+    assert (installed.installed, installed.installed_kbs) == (0, ())
+    assert assessed.installed_kbs == ()
+
+
+async def test_an_install_that_did_not_finish_reports_no_kbs_until_resumed() -> None:
+    operations = fake().script(
+        VM_1,
+        OperationKind.INSTALL,
+        Scripted(OutcomeStatus.TIMED_OUT, installed_kbs=("5075943",)),
+        Scripted(installed_kbs=("5075943",)),
+    )
+    [running] = await operations.install(refs(VM_1), NEVER)
+    [finished] = await operations.resume([running])
+    assert (running.installed_kbs, finished.installed_kbs) == ((), ("KB5075943",))
+
+
+def test_a_scripted_kb_that_is_no_kb_number_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a KB number"):
+        Scripted(installed_kbs=("latest",))
+
+
+async def test_the_client_request_ids_given_are_recorded_per_machine() -> None:
+    operations = fake()
+    await operations.install(
+        refs(VM_1, VM_2), NEVER, client_request_ids={VM_1.upper(): "journal-id-1"}
+    )
+    assert operations.calls[-1].client_request_ids == {VM_1.lower(): "journal-id-1"}
+    assert operations.client_request_id(VM_1, "install") == "journal-id-1"
+    assert operations.client_request_id(VM_2, "install") is None
+    assert operations.client_request_id(VM_1, "assess") is None
+
+
+async def test_a_client_request_id_for_a_machine_outside_the_batch_is_refused() -> None:
+    operations = fake()
+    with pytest.raises(ValueError, match="not in the batch"):
+        await operations.assess(refs(VM_1), client_request_ids={VM_2.lower(): "id"})
+    assert operations.calls == []
+
+
+@pytest.mark.parametrize("request_id", ["", "two\nlines"])
+async def test_a_client_request_id_that_cannot_be_a_header_is_refused(request_id: str) -> None:
+    with pytest.raises(ValueError, match="not a header value"):
+        await fake().assess(refs(VM_1), client_request_ids={VM_1.lower(): request_id})
 
 
 async def test_calls_are_recorded_with_their_machines_and_parameters() -> None:
@@ -356,7 +416,8 @@ def test_an_unknown_classification_or_reboot_setting_is_refused() -> None:
         InstallParameters(reboot_setting="Sometimes")
 
 
-def test_install_parameters_become_the_install_patches_body() -> None:
+@pytest.mark.parametrize("kind", [MachineKind.VM, MachineKind.ARC])
+def test_install_parameters_become_the_install_patches_body(kind: MachineKind) -> None:
     from hotpatch.azure.compute import install_body
 
     parameters = InstallParameters(
@@ -367,7 +428,7 @@ def test_install_parameters_become_the_install_patches_body() -> None:
         maximum_duration=timedelta(hours=1, minutes=30),
         max_patch_publish_date=datetime(2026, 5, 12, 17, 0, tzinfo=UTC),
     )
-    body = install_body(parameters).as_dict()
+    body = install_body(parameters, kind).as_dict()
     assert body == {
         "maximumDuration": "PT01H30M00S",
         "rebootSetting": "Never",
@@ -387,6 +448,38 @@ def test_a_publish_date_without_a_zone_is_read_as_utc() -> None:
     assert parameters.max_patch_publish_date == datetime(2026, 5, 12, tzinfo=UTC)
 
 
+def finished_install(machine_id: str, **fields: object) -> OperationOutcome:
+    return OperationOutcome.model_validate(
+        {
+            "machine_id": machine_id,
+            "operation": OperationKind.INSTALL,
+            "status": OutcomeStatus.SUCCEEDED,
+            "started": NOW,
+            "finished": NOW,
+            **fields,
+        }
+    )
+
+
+def test_installed_kbs_are_kept_in_kb_form_once_each() -> None:
+    outcome = finished_install(
+        VM_1, installed=2, installed_kbs=("5075943", "kb5075943", "KB890830")
+    )
+    assert outcome.installed_kbs == ("KB5075943", "KB890830")
+    assert outcome.installed_kbs_complete
+
+
+def test_installed_kbs_are_incomplete_when_the_result_counted_more_than_it_listed() -> None:
+    # Azure Arc's install result counts installed patches without listing them.
+    outcome = finished_install(ARC_1, installed=1)
+    assert (outcome.installed_kbs, outcome.installed_kbs_complete) == ((), False)
+
+
+def test_an_installed_kb_that_is_no_kb_number_is_refused() -> None:
+    with pytest.raises(ValidationError, match="not a KB number"):
+        finished_install(VM_1, installed=1, installed_kbs=("latest",))
+
+
 def test_an_outcome_round_trips_through_json_for_the_journal() -> None:
     outcome = OperationOutcome(
         machine_id=VM_1,
@@ -396,6 +489,7 @@ def test_an_outcome_round_trips_through_json_for_the_journal() -> None:
         finished=NOW + timedelta(minutes=5),
         attempts=3,
         resume_token="token",
+        installed_kbs=("KB5075943",),
     )
     again = OperationOutcome.model_validate_json(outcome.model_dump_json())
     assert again == outcome
