@@ -838,3 +838,14 @@ async def test_resuming_an_outcome_that_has_no_token_is_refused(
     [finished] = await implementation.assess([machine("vm-1")])
     with pytest.raises(ValueError, match="nothing to resume"):
         await implementation.resume([finished])
+
+
+async def test_a_client_request_id_for_a_machine_outside_the_batch_is_refused(
+    implementation: PatchOperations,
+) -> None:
+    with pytest.raises(ValueError, match="not in the batch"):
+        await implementation.install(
+            [machine("vm-1")],
+            InstallParameters(reboot_setting=RebootSetting.NEVER),
+            client_request_ids={machine("vm-2").key: "journal-vm-2"},
+        )
