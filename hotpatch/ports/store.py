@@ -214,10 +214,16 @@ class RunRecord(StoreRecord):
 
 
 class JournalStatus(StrEnum):
+    """Where an operation stands, as far as the journal knows."""
+
+    #: Written before the request is sent: it may or may not have reached Azure.
     STARTED = "started"
+    #: Azure accepted it (a resume token is kept, or Resource Graph lists it running).
     ACCEPTED = "accepted"
     SUCCEEDED = "succeeded"
+    #: It ran and failed: it counts against its ring's error budget.
     FAILED = "failed"
+    #: Closed without a known result: refused, or an assessment whose answer was lost.
     UNKNOWN = "unknown"
 
 
@@ -255,6 +261,9 @@ class JournalRecord(StoreRecord):
     kbs: tuple[str, ...] = ()
     #: Requests sent for it: 1, or more when a reconciliation proved a request never arrived.
     requests: int = Field(default=0, ge=0)
+    #: What an install sends (the patch-operations port's install parameters, as JSON), so
+    #: that a request proved lost is sent again exactly as planned.
+    parameters: dict[str, Any] | None = None
     detail: str | None = None
     version: str | None = None
 

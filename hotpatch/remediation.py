@@ -1,0 +1,690 @@
+"""Remediation: plan, then journal, start, follow and journal again; a crash at any point loses
+nothing and sends nothing twice.
+
+The order of every operation is fixed:
+
+1. its journal record is written, durably, as `started` (with the client request id it is sent
+   with, and the install parameters) *before* the request leaves;
+2. the request is sent through the patch-operations port and followed to its end;
+3. the record is updated with the outcome (`succeeded`, `failed`), or `accepted` with the resume
+   token when this run stopped following it.
+
+A later run first settles every record an earlier run left open: a resume token is followed;
+a record without one is reconciled against Azure, which lists each installation in Resource
+Graph while it runs and after: found, it takes that installation's outcome; not found after
+`reconcile_after`, the request never arrived and is sent again under the same key. Nothing is
+re-sent blindly. A store that stops taking writes (a full disk) stops new starts at once; what
+was written stays written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from hotpatch.core.calendar import Calendar
+from hotpatch.core.plan import (
+    BlockedKb,
+    InstallSpec,
+    OperationKind,
+    PastOperation,
+    Plan,
+    PlanMachine,
+    PlannedOperation,
+    RemediationPolicy,
+    RolloutState,
+    plan,
+)
+from hotpatch.errors import StoreConflictError, StoreError
+from hotpatch.ports.inventory import InstallationHistory, InstallationRecord, Scope
+from hotpatch.ports.patch_operations import (
+    Classification,
+    Clock,
+    InstallParameters,
+    MachineRef,
+    OperationOutcome,
+    OutcomeStatus,
+    PatchOperations,
+    RebootSetting,
+)
+from hotpatch.ports.patch_operations import OperationKind as PortOperationKind
+from hotpatch.ports.store import (
+    JournalRecord,
+    JournalStatus,
+    KbBlock,
+    Lease,
+    RingState,
+    RingStatus,
+    RunKind,
+    RunRecord,
+    Store,
+    new_run_id,
+)
+
+__all__ = [
+    "Applied",
+    "Reconciled",
+    "Remediation",
+    "RemediationRun",
+    "install_parameters",
+    "rollout_state",
+]
+
+_log = logging.getLogger(__name__)
+
+PatchOperationsOpener = Callable[[], AbstractAsyncContextManager[PatchOperations]]
+
+#: The lease a remediation holds while it runs: one remediation at a time over a store.
+LEASE_NAME = "remediation"
+#: A lease lapses this long after its holder last renewed it (a crashed run's, too).
+LEASE_TTL = timedelta(minutes=5)
+#: Azure's clocks and ours may differ this much when matching an installation to a record.
+CLOCK_SKEW = timedelta(minutes=5)
+#: Resource Graph may list an accepted installation this late; until then an unseen request
+#: is not known to be lost, and is not sent again.
+RECONCILE_AFTER = timedelta(minutes=30)
+
+_OUTCOME_STATUS: Mapping[OutcomeStatus, JournalStatus] = {
+    OutcomeStatus.SUCCEEDED: JournalStatus.SUCCEEDED,
+    OutcomeStatus.COMPLETED_WITH_WARNINGS: JournalStatus.SUCCEEDED,
+    OutcomeStatus.FAILED: JournalStatus.FAILED,
+}
+
+
+def install_parameters(spec: InstallSpec) -> InstallParameters:
+    """The planner's install, in the port's words."""
+    return InstallParameters(
+        reboot_setting=RebootSetting(spec.reboot_setting),
+        classifications=tuple(Classification(c) for c in spec.classifications),
+        kb_include=spec.kb_include,
+        kb_exclude=spec.kb_exclude,
+        maximum_duration=spec.maximum_duration,
+        max_patch_publish_date=spec.max_patch_publish_date,
+    )
+
+
+def rollout_state(store: Store) -> RolloutState:
+    """What the planner must know of the past: every journalled operation and the KB blocks
+    kept in the store."""
+    operations: list[PastOperation] = []
+    installed: dict[str, set[str]] = {}
+    for record in store.journal():
+        operations.append(
+            PastOperation(
+                key=record.key,
+                machine_id=record.machine_id,
+                ring=record.ring,
+                release=record.release,
+                action=record.action,
+                status=record.status.value,
+                started_at=record.started_at,
+                finished_at=record.finished_at,
+                kbs=record.kbs,
+            )
+        )
+        if record.status is JournalStatus.SUCCEEDED and record.kbs:
+            installed.setdefault(record.machine_id.casefold(), set()).update(record.kbs)
+    return RolloutState(
+        operations=tuple(operations),
+        blocked_kbs=tuple(_blocked(block) for block in store.kb_blocks()),
+        installed_kbs={machine: tuple(sorted(kbs)) for machine, kbs in installed.items()},
+    )
+
+
+def _blocked(block: KbBlock) -> BlockedKb:
+    return BlockedKb(kb=block.kb, reason=block.reason, expires=block.expires)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Reconciled:
+    """What a run learnt of operations earlier runs left open."""
+
+    resumed: int = 0
+    settled_from_azure: int = 0
+    still_running: int = 0
+    resent: int = 0
+    abandoned_assessments: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "resumed": self.resumed,
+            "settled_from_azure": self.settled_from_azure,
+            "still_running": self.still_running,
+            "resent": self.resent,
+            "abandoned_assessments": self.abandoned_assessments,
+        }
+
+
+@dataclass(slots=True)
+class Applied:
+    """What applying a plan did: journal statuses reached, and why it stopped early if it did."""
+
+    started: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    #: Set when new starts were stopped (the store failed, or Ctrl-C).
+    stopped: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "started": self.started,
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "stopped": self.stopped,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RemediationRun:
+    """One remediation: its run record, the plan it made, and what it did."""
+
+    run: RunRecord
+    plan: Plan
+    reconciled: Reconciled
+    applied: Applied | None
+
+    @property
+    def failed(self) -> bool:
+        return self.applied is not None and self.applied.stopped is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# The use case
+# ---------------------------------------------------------------------------------------------
+
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class Remediation:
+    """Plans and applies one policy over one store and one target.
+
+    `clock` stamps the journal (a fixed `--now` plus the time elapsed, in rehearsals);
+    `who` names the operator or identity in the run record and the lease.
+    """
+
+    store: Store
+    patch_operations: PatchOperationsOpener
+    installations: InstallationHistory
+    scope: Scope
+    policy: RemediationPolicy
+    calendar: Calendar
+    clock: Clock
+    who: str
+    reconcile_after: timedelta = RECONCILE_AFTER
+    on_progress: ProgressCallback | None = None
+
+    def plan(self, machines: Iterable[PlanMachine], *, record: bool = True) -> Plan:
+        """The plan for these machines now, recorded as a `plan` run (nothing is started)."""
+        started = self.clock()
+        decided = plan(machines, self.policy, rollout_state(self.store), self.calendar, started)
+        if record:
+            run = RunRecord(
+                id=new_run_id(started),
+                kind=RunKind.PLAN,
+                who=self.who,
+                started_at=started,
+                finished_at=self.clock(),
+                scope=self.scope.describe(),
+                figures=plan_figures(decided),
+                outcome="planned",
+            )
+            self.store.save_run(run)
+        return decided
+
+    def run(
+        self,
+        machines: Callable[[], Iterable[PlanMachine]],
+        *,
+        apply: bool,
+        after: Callable[[], Iterable[PlanMachine]] | None = None,
+    ) -> RemediationRun:
+        """Settle what earlier runs left open, judge the machines (`machines` is called after
+        that, so the verdicts see it), plan, and, with `apply`, start the plan's operations and
+        follow them. `after` re-reads the machines an apply touched, for the run record.
+
+        Raises LeaseHeldError while another remediation holds the store's lease.
+        """
+        started = self.clock()
+        run = RunRecord(
+            id=new_run_id(started),
+            kind=RunKind.REMEDIATION,
+            who=self.who,
+            started_at=started,
+            scope=self.scope.describe(),
+            figures={"dry_run": not apply},
+        )
+        with self._lease():
+            self.store.save_run(run)
+            reconciled = Reconciled()
+            applied: Applied | None = None
+            decided: Plan | None = None
+            outcome = "failed"
+            try:
+                resend = self._reconcile(reconciled) if apply else []
+                decided = plan(
+                    machines(), self.policy, rollout_state(self.store), self.calendar, self.clock()
+                )
+                self._save_rings(decided)
+                if apply:
+                    applied = Applied()
+                    self._apply(resend, decided.operations, run.id, applied)
+                outcome = _outcome(applied)
+            except KeyboardInterrupt:
+                outcome = "interrupted"
+                raise
+            finally:
+                figures: dict[str, Any] = {
+                    "dry_run": not apply,
+                    "reconciled": reconciled.as_dict(),
+                }
+                if decided is not None:
+                    figures.update(plan_figures(decided))
+                if applied is not None:
+                    figures["applied"] = applied.as_dict()
+                    if decided is not None and after is not None and outcome != "interrupted":
+                        figures["after"] = _states_after(after(), decided)
+                run = run.model_copy(
+                    update={"finished_at": self.clock(), "figures": figures, "outcome": outcome}
+                )
+                _save_quietly(self.store, run)
+        assert decided is not None
+        return RemediationRun(run, decided, reconciled, applied)
+
+    # -- the lease ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _lease(self) -> Iterator[Lease]:
+        lease = self.store.acquire_lease(LEASE_NAME, self.who, now=self.clock(), ttl=LEASE_TTL)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(LEASE_TTL.total_seconds() / 3):
+                try:
+                    self.store.acquire_lease(LEASE_NAME, self.who, now=self.clock(), ttl=LEASE_TTL)
+                except StoreError:  # LeaseHeldError included: the next renewal says so
+                    _log.exception("could not renew the remediation lease")
+
+        keeper = threading.Thread(target=renew, name="remediation-lease", daemon=True)
+        keeper.start()
+        try:
+            yield lease
+        finally:
+            stop.set()
+            keeper.join()
+            try:
+                self.store.release_lease(lease)
+            except StoreError:
+                _log.exception("could not release the remediation lease (it lapses by itself)")
+
+    # -- reconciliation -----------------------------------------------------------------------
+
+    def _reconcile(self, reconciled: Reconciled) -> list[JournalRecord]:
+        """Settle every record an earlier run left open; return those whose request never
+        arrived (to be sent again)."""
+        open_records = [
+            *self.store.journal(status=JournalStatus.STARTED),
+            *self.store.journal(status=JournalStatus.ACCEPTED),
+        ]
+        if not open_records:
+            return []
+        self._progress(f"settling {len(open_records)} operation(s) an earlier run left open")
+        resumable = [r for r in open_records if r.resume_token]
+        unresumable = [r for r in open_records if not r.resume_token]
+        if resumable:
+            self._resume(resumable, reconciled)
+        installs = [r for r in unresumable if _kind(r) is OperationKind.INSTALL]
+        for record in unresumable:
+            if _kind(record) is OperationKind.ASSESS:
+                # An assessment changes nothing on the machine, and the next sweep reads the
+                # machine's latest one: it is not followed further.
+                self._update(
+                    record,
+                    status=JournalStatus.UNKNOWN,
+                    detail="its answer was not recorded; the machine's latest assessment tells",
+                )
+                reconciled.abandoned_assessments += 1
+        if not installs:
+            return []
+        since = min(r.started_at for r in installs) - CLOCK_SKEW
+        seen = _by_machine(self.installations.installations_since(self.scope, since))
+        now = self.clock()
+        resend: list[JournalRecord] = []
+        for record in installs:
+            found = _witness(record, seen.get(record.machine_id.casefold(), ()))
+            if found is not None and found.running:
+                if record.status is not JournalStatus.ACCEPTED:
+                    self._update(
+                        record,
+                        status=JournalStatus.ACCEPTED,
+                        detail=f"running in Azure (installation {found.activity_id})",
+                    )
+                reconciled.still_running += 1
+            elif found is not None:
+                self._update(
+                    record,
+                    status=JournalStatus.SUCCEEDED if found.succeeded else JournalStatus.FAILED,
+                    finished_at=now,
+                    kbs=found.kbs,
+                    detail=f"settled from Azure: installation {found.activity_id} {found.status}",
+                )
+                reconciled.settled_from_azure += 1
+            elif now - record.updated_at >= self.reconcile_after:
+                resend.append(record)
+            else:
+                reconciled.still_running += 1
+        return resend
+
+    def _resume(self, records: Sequence[JournalRecord], reconciled: Reconciled) -> None:
+        now = self.clock()
+        unfinished = [
+            OperationOutcome(
+                machine_id=r.machine_id,
+                operation=_port_kind(_kind(r)),
+                status=OutcomeStatus.TIMED_OUT,
+                started=r.started_at,
+                finished=now,
+                resume_token=r.resume_token,
+            )
+            for r in records
+        ]
+        by_machine = {r.machine_id.casefold(): r for r in records}
+
+        def heard(outcome: OperationOutcome) -> None:
+            record = by_machine.get(outcome.machine_id.casefold())
+            if record is not None:
+                self._record_outcome(record, outcome)
+
+        async def follow() -> None:
+            async with self.patch_operations() as operations:
+                await operations.resume(unfinished, on_outcome=heard)
+
+        asyncio.run(follow())
+        reconciled.resumed += len(records)
+
+    # -- applying -----------------------------------------------------------------------------
+
+    def _apply(
+        self,
+        resend: Sequence[JournalRecord],
+        operations: Sequence[PlannedOperation],
+        run_id: str,
+        applied: Applied,
+    ) -> None:
+        batches = _batches(operations)
+        total = len(resend) + len(operations)
+        if total:
+            self._progress(f"starting {total} operation(s)")
+        for lost in resend:
+            # Written ahead again: one more request, under the same key and request id.
+            try:
+                record = self._update(lost, requests=lost.requests + 1, detail="sent again")
+            except (StoreError, OSError) as error:
+                applied.stopped = f"the journal could not be written: {error}"
+                return
+            parameters = (
+                InstallParameters.model_validate(record.parameters) if record.parameters else None
+            )
+            self._send([record], parameters, applied)
+            if applied.stopped:
+                return
+        for kind, spec, group in batches:
+            records: list[JournalRecord] = []
+            for operation in group:
+                try:
+                    records.append(self._journal_start(operation, run_id, spec))
+                except StoreConflictError:
+                    continue  # another run journalled it first: it is that run's to follow
+                except (StoreError, OSError) as error:
+                    applied.stopped = f"the journal could not be written: {error}"
+                if applied.stopped:
+                    break
+            parameters = install_parameters(spec) if spec is not None else None
+            if records:
+                self._send(records, parameters if kind is OperationKind.INSTALL else None, applied)
+            if applied.stopped:
+                return
+
+    def _journal_start(
+        self, operation: PlannedOperation, run_id: str, spec: InstallSpec | None
+    ) -> JournalRecord:
+        record = JournalRecord.start(
+            operation.machine_id,
+            operation.release,
+            operation.action,
+            client_request_id=str(uuid.uuid4()),
+            now=self.clock(),
+            run_id=run_id,
+            ring=operation.ring,
+        ).model_copy(
+            update={
+                "requests": 1,
+                "parameters": (
+                    install_parameters(spec).model_dump(mode="json") if spec is not None else None
+                ),
+            }
+        )
+        return self.store.journal_start(record)
+
+    def _send(
+        self,
+        records: Sequence[JournalRecord],
+        parameters: InstallParameters | None,
+        applied: Applied,
+    ) -> None:
+        by_machine = {r.machine_id.casefold(): r for r in records}
+        machines = [MachineRef.parse(r.machine_id) for r in records]
+        request_ids = {MachineRef.parse(r.machine_id).key: r.client_request_id for r in records}
+        applied.started += len(records)
+        #: Succeeded installs whose result did not list the KBs (Azure Arc's lists only counts).
+        unlisted: list[JournalRecord] = []
+
+        def heard(outcome: OperationOutcome) -> None:
+            record = by_machine.get(outcome.machine_id.casefold())
+            if record is None:
+                return
+            try:
+                updated = self._record_outcome(record, outcome)
+            except (StoreError, OSError) as error:
+                # The outcome is not lost for good: the record stays open, and the next run
+                # reads it back from Azure. But nothing new starts on a failing store.
+                applied.stopped = f"the journal could not be written: {error}"
+                return
+            applied.outcomes[updated.status.value] += 1
+            if updated.status is JournalStatus.SUCCEEDED and not outcome.installed_kbs_complete:
+                unlisted.append(updated)
+            self._progress(f"{updated.status.value}: {outcome.machine_id}")
+
+        async def send() -> None:
+            async with self.patch_operations() as operations:
+                if parameters is None:
+                    await operations.assess(
+                        machines, on_outcome=heard, client_request_ids=request_ids
+                    )
+                else:
+                    await operations.install(
+                        machines, parameters, on_outcome=heard, client_request_ids=request_ids
+                    )
+
+        try:
+            asyncio.run(send())
+        except KeyboardInterrupt:
+            applied.stopped = "interrupted"
+            raise
+        if parameters is not None and unlisted and not applied.stopped:
+            self._read_installed_kbs(unlisted)
+
+    def _read_installed_kbs(self, records: Sequence[JournalRecord]) -> None:
+        """The KBs of installs whose result only counted them, as Resource Graph lists them:
+        a ring's proven KB set is built from these."""
+        since = min(r.started_at for r in records) - CLOCK_SKEW
+        seen = _by_machine(self.installations.installations_since(self.scope, since))
+        for record in records:
+            found = _witness(record, seen.get(record.machine_id.casefold(), ()))
+            if found is not None and found.kbs:
+                try:
+                    self._update(record, kbs=found.kbs)
+                except (StoreError, OSError):
+                    _log.exception("could not record the KBs installed on %s", record.machine_id)
+
+    def _record_outcome(self, record: JournalRecord, outcome: OperationOutcome) -> JournalRecord:
+        status = _OUTCOME_STATUS.get(outcome.status)
+        if status is not None:
+            return self._update(
+                record,
+                status=status,
+                finished_at=self.clock(),
+                kbs=outcome.installed_kbs,
+                detail=outcome.message or None,
+            )
+        if outcome.resume_token is not None:
+            return self._update(
+                record,
+                status=JournalStatus.ACCEPTED,
+                resume_token=outcome.resume_token,
+                detail=outcome.message or "accepted; not followed to its end by this run",
+            )
+        # Refused or never answered: nothing ran on the machine. The record is closed as
+        # `unknown` with Azure's reason; it is not an install failure of the release.
+        return self._update(
+            record,
+            status=JournalStatus.UNKNOWN,
+            finished_at=self.clock(),
+            detail=f"{outcome.status.value}: {outcome.error_code or ''} {outcome.message}".strip(),
+        )
+
+    def _update(self, record: JournalRecord, **changes: Any) -> JournalRecord:
+        return self.store.journal_update(
+            record.model_copy(update={**changes, "updated_at": self.clock()})
+        )
+
+    def _save_rings(self, decided: Plan) -> None:
+        for ring in decided.rings:
+            self.store.save_ring_state(
+                RingState(
+                    ring=ring.ring,
+                    release=ring.release,
+                    status=RingStatus(ring.status),
+                    kbs=ring.kbs,
+                    soak_ends=ring.soak_ends,
+                    machines=ring.machines,
+                    failures=ring.failures,
+                    reason=ring.reason,
+                    updated_at=decided.now,
+                )
+            )
+
+    def _progress(self, message: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def plan_figures(decided: Plan) -> dict[str, Any]:
+    """Every decision of a plan, for its run record: operations, skips, rings and notices."""
+    skips = Counter(skip.code.value for skip in decided.skips)
+    return {
+        "mode": decided.mode.value,
+        "now": decided.now.isoformat(),
+        "operations": [
+            {
+                "key": op.key,
+                "machine": op.machine_id,
+                "ring": op.ring,
+                "release": op.release,
+                "action": op.action,
+                "reason": op.reason,
+            }
+            for op in decided.operations
+        ],
+        "skipped": dict(sorted(skips.items())),
+        "skips": [
+            {"machine": s.machine_id, "code": s.code.value, "message": s.message}
+            for s in decided.skips
+        ],
+        "rings": [
+            {
+                "ring": r.ring,
+                "release": r.release,
+                "status": r.status,
+                "kbs": list(r.kbs),
+                "machines": r.machines,
+                "failures": r.failures,
+                "soak_ends": r.soak_ends.isoformat() if r.soak_ends else None,
+                "reason": r.reason,
+            }
+            for r in decided.rings
+        ],
+        "notices": list(decided.notices),
+    }
+
+
+def _batches(
+    operations: Sequence[PlannedOperation],
+) -> list[tuple[OperationKind, InstallSpec | None, list[PlannedOperation]]]:
+    """Operations grouped by what is sent: assessments together, installs by parameters."""
+    groups: dict[tuple[OperationKind, InstallSpec | None], list[PlannedOperation]] = {}
+    for operation in operations:
+        groups.setdefault((operation.kind, operation.install), []).append(operation)
+    return [(kind, spec, group) for (kind, spec), group in groups.items()]
+
+
+def _kind(record: JournalRecord) -> OperationKind:
+    return OperationKind.ASSESS if record.action.startswith("assess") else OperationKind.INSTALL
+
+
+def _port_kind(kind: OperationKind) -> PortOperationKind:
+    return PortOperationKind.ASSESS if kind is OperationKind.ASSESS else PortOperationKind.INSTALL
+
+
+def _by_machine(records: Iterable[InstallationRecord]) -> dict[str, list[InstallationRecord]]:
+    found: dict[str, list[InstallationRecord]] = {}
+    for record in records:
+        found.setdefault(record.machine_id.casefold(), []).append(record)
+    return found
+
+
+def _witness(
+    record: JournalRecord, installations: Sequence[InstallationRecord]
+) -> InstallationRecord | None:
+    """The installation Azure ran for this record: the first to start after it was written."""
+    after = [
+        i
+        for i in installations
+        if i.started is not None and i.started >= record.started_at - CLOCK_SKEW
+    ]
+    return min(after, key=lambda i: i.started or record.started_at, default=None)
+
+
+def _outcome(applied: Applied | None) -> str:
+    if applied is None:
+        return "planned"
+    return "stopped" if applied.stopped else "succeeded"
+
+
+def _states_after(machines: Iterable[PlanMachine], decided: Plan) -> dict[str, str]:
+    touched = {op.machine_id.casefold() for op in decided.operations}
+    return {m.id: m.state.value for m in machines if m.id.casefold() in touched}
+
+
+def _save_quietly(store: Store, run: RunRecord) -> None:
+    try:
+        store.save_run(run)
+    except StoreError:
+        _log.exception("could not save the run record %s", run.id)
