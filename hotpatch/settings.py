@@ -79,6 +79,11 @@ class Settings(BaseModel):
     managed_identity_client_id: str | None = Field(
         default=None, description="client id of a user-assigned managed identity"
     )
+    remediation_policy: Path | None = Field(
+        default=None,
+        description="the remediation policy file, YAML or JSON (unset: report mode, nothing "
+        "is ever started; see examples/policy.yaml)",
+    )
     store: str = Field(
         default=".hotpatch/store",
         min_length=1,
