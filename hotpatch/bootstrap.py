@@ -1,14 +1,15 @@
 """The composition root: settings (and, for the sandbox, a running sandbox) -> typed ports.
 
 Every entrypoint (the CLI, the tests, the coming Functions app) builds its world here and
-nowhere else: the rules (catalogs and policy), the clock, and a `Target` holding the inventory
-and the patch operations of one endpoint (Azure, a running sandbox, or a sandbox started for
-the command). The Azure SDK is imported only inside the functions that build a real adapter,
-so that importing this module (or the CLI) loads none of it.
+nowhere else: the rules (catalogs and policy), the clock, the compliance store, and a `Target`
+holding the inventory and the patch operations of one endpoint (Azure, a running sandbox, or a
+sandbox started for the command). The Azure SDK is imported only inside the functions that
+build a real adapter, so that importing this module (or the CLI) loads none of it.
 """
 
 from __future__ import annotations
 
+import getpass
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from hotpatch.errors import ConfigurationError
-from hotpatch.ports import Clock, Inventory, PatchOperations, Scope
+from hotpatch.errors import ConfigurationError, StoreError
+from hotpatch.ports import Clock, Inventory, PatchOperations, Scope, Store
 from hotpatch.service import Rules
 from hotpatch.settings import Settings
+from hotpatch.store import open_store
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -52,6 +54,40 @@ class World:
 def build(settings: Settings, clock: Clock = system_clock) -> World:
     """Load the catalogs and policy the settings name (ConfigurationError names a bad one)."""
     return World(settings, Rules.from_settings(settings), clock)
+
+
+@contextmanager
+def compliance_store(settings: Settings) -> Iterator[Store]:
+    """The store `HOTPATCH_STORE` names, open for the block and closed after it.
+
+    A setting that names no store, or one that cannot be opened (a path where no directory can
+    be made, an account the identity may not use), is a ConfigurationError naming the setting;
+    its value is not repeated, since a connection string carries the account key.
+    """
+    try:
+        store = open_store(
+            settings.store, managed_identity_client_id=settings.managed_identity_client_id
+        )
+    except ConfigurationError:
+        raise
+    except (StoreError, ValueError) as error:
+        raise ConfigurationError(f"HOTPATCH_STORE: cannot open the store: {error}") from error
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def operator(settings: Settings) -> str:
+    """Who a run record says ran it: the managed identity the settings name, else the signed-in
+    user at this host."""
+    if settings.managed_identity_client_id:
+        return f"managed identity {settings.managed_identity_client_id}"
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        user = "unknown user"
+    return f"{user}@{socket.gethostname()}"
 
 
 @dataclass(frozen=True, slots=True)

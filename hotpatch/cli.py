@@ -11,6 +11,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -31,33 +32,47 @@ from hotpatch.bulk import collector_off_for_good
 from hotpatch.core.calendar import YearMonth
 from hotpatch.core.compliance import Summary
 from hotpatch.core.eligibility import image_eligibility
-from hotpatch.core.models import ImageRef, OsFamily
+from hotpatch.core.models import ImageRef, OsFamily, Verdict
 from hotpatch.errors import AzureServiceError, HotpatchError, PartialScopeError
 from hotpatch.export import Export, read_export
-from hotpatch.ports import InventoryProgress, MachineRef, OperationOutcome
+from hotpatch.ports import InventoryProgress, MachineRef, OperationOutcome, ProgressCallback
+from hotpatch.ports.store import RunKind
 from hotpatch.report import (
+    ActionList,
+    StreamedReport,
     calendar_json,
     clean,
+    history_json,
     iso,
     print_calendar,
     print_catalog_notice,
+    print_history,
+    print_runs,
     print_summary,
+    print_summary_of,
     report_csv,
     report_json,
+    run_json,
 )
 from hotpatch.service import (
     AssessRun,
     Evaluation,
+    Recording,
     Rules,
     Sweep,
     assess,
     assessment_targets,
     evaluate_rows,
+    machine_history,
+    machines_named,
+    run_records,
+    scope_text,
     sweep,
 )
 from hotpatch.settings import Settings
 
 if TYPE_CHECKING:
+    from hotpatch.ports import Store
     from hotpatch.sandbox.estate import Estate
 
 EXIT_OK = 0
@@ -205,9 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sweep_parser = commands.add_parser(
-        "sweep", help="inventory every machine in scope and judge it (Azure or the sandbox)"
+        "sweep",
+        help="inventory every machine in scope and judge it (Azure or the sandbox); the "
+        "verdicts are kept in the store (HOTPATCH_STORE)",
     )
     _target_options(sweep_parser)
+    sweep_parser.add_argument(
+        "--no-store",
+        action="store_true",
+        help="do not record the sweep in the store (default: its verdicts become the latest "
+        "snapshot and it is listed in `hotpatch runs`)",
+    )
     assess_parser = commands.add_parser(
         "assess",
         help="sweep, then start patch assessments where they are due (a dry run unless --yes)",
@@ -216,6 +239,28 @@ def build_parser() -> argparse.ArgumentParser:
     assess_parser.add_argument(
         "--yes", action="store_true", help="start the assessments (default: only list them)"
     )
+
+    history = commands.add_parser(
+        "history",
+        help="one machine from the store: its latest verdict, state transitions and operations",
+        description="A machine's verdict in the latest stored sweep, its state transitions "
+        "(oldest first) and the operations journalled for it. A machine the store knows "
+        "nothing of is said on stderr, with an empty history and exit 0.",
+    )
+    history.add_argument(
+        "machine",
+        metavar="MACHINE",
+        help="its ARM id (any case), or its name when one machine of the latest sweep has it",
+    )
+    history.add_argument("--format", choices=("table", "json"), default="table")
+    runs = commands.add_parser(
+        "runs", help="the sweeps, plans and remediations the store recorded, newest first"
+    )
+    runs.add_argument("--kind", choices=[kind.value for kind in RunKind], help="only this kind")
+    runs.add_argument(
+        "--limit", type=_whole(1, 10_000), default=20, help="how many runs (default 20)"
+    )
+    runs.add_argument("--format", choices=("table", "json"), default="table")
 
     sandbox = commands.add_parser("sandbox", help="the local Azure-compatible sandbox")
     sandbox_commands = sandbox.add_subparsers(
@@ -373,6 +418,10 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "catalog":  # before the rules: the catalog file may not exist yet
         return _catalog_update(args, settings, _stdout_console())
+    if args.command == "history":  # the store's records need no catalog
+        return _history(args, settings)
+    if args.command == "runs":
+        return _runs(args, settings)
     world = bootstrap.build(settings)
     if args.command == "calendar":
         return _calendar(args, world)
@@ -429,6 +478,7 @@ class _Out:
         self.status = _stderr_console()
         self._notes: list[str] = []
         self._summary: Summary | None = None
+        self._stream: Callable[[TextIO], object] | None = None
 
     def note(self, text: str) -> None:
         """A status line, said once the report is safely out (a failure says only itself)."""
@@ -443,15 +493,28 @@ class _Out:
         else:
             sys.stdout.write(text)
 
+    def stream(self, write: Callable[[TextIO], object]) -> None:
+        """A document too big to hold as one text: `write` writes it to stdout now, or to the
+        --output file (whole or not at all) at `close`. Instead of `write`, not with it."""
+        if self.output is None:
+            write(sys.stdout)
+        else:
+            self._stream = write
+
     def close(self, what: str) -> None:
         if self.output is not None and self._buffer is not None:
-            files.write_whole(self.output, self._buffer.getvalue())
+            if self._stream is not None:
+                files.write_with(self.output, self._stream)
+            else:
+                files.write_whole(self.output, self._buffer.getvalue())
             # The document went to the file: stdout has nothing else to carry.
             _stdout_console().print(f"wrote {what} to {escape(str(self.output))}")
         if self._summary is not None:
             print_catalog_notice(self.status, self._summary)
         for note in self._notes:
-            self.status.print(f"hotpatch: {escape(note)}", style="yellow", highlight=False)
+            self.status.print(
+                f"hotpatch: {escape(note)}", style="yellow", highlight=False, soft_wrap=True
+            )
 
 
 # -- calendar, check-image, evaluate --------------------------------------------------------------
@@ -626,15 +689,108 @@ def _sandbox_url(text: str) -> str:
 
 
 def _sweep(args: argparse.Namespace, world: World) -> int:
+    """A sweep that streams: each page's verdicts go to the report being written, to the
+    store's snapshot and to the counts; only the machines the table shows are kept."""
     out = _Out(args.output)
     _check_outputs(args)
-    with _target(args, world, out.status) as target:
-        result, report = _run_sweep(args, world, target, out)
-    if args.format == "table":
-        _print_sweep(args, result, report, out.console)
-    out.close(f"{result.evaluation.summary.total:,} machines")
+    with ExitStack() as stack:
+        # The store first: a bad HOTPATCH_STORE is said before any estate is built or swept.
+        store = (
+            None
+            if args.no_store
+            else stack.enter_context(bootstrap.compliance_store(world.settings))
+        )
+        spool = stack.enter_context(StreamedReport(args.report_dir, csv=args.format == "csv"))
+        needing = ActionList(args.limit)
+
+        def on_verdicts(verdicts: Sequence[Verdict]) -> None:
+            spool.add(verdicts)
+            needing.add(verdicts)
+
+        with _target(args, world, out.status) as target:
+            now = args.now or target.as_of or world.clock()
+            record = None
+            if store is not None:
+                record = Recording(
+                    store,
+                    bootstrap.operator(world.settings),
+                    world.clock,
+                    scope=_swept_where(args, target),
+                    allow_partial=args.allow_partial,
+                )
+            with _sweep_progress(target, out.status) as on_progress:
+                result = sweep(
+                    target.inventory,
+                    target.scope,
+                    world.rules,
+                    now=now,
+                    on_progress=on_progress,
+                    on_verdicts=on_verdicts,
+                    keep_verdicts=False,
+                    record=record,
+                )
+        evaluation = result.evaluation
+        header = report_json(
+            (),
+            evaluation.summary,
+            now,
+            sweep=result.summary(),
+            duplicate_rows=len(evaluation.duplicates),
+        )
+        report = files.write_new_with(
+            args.report_dir,
+            f"sweep-{now:%Y%m%dT%H%M%SZ}",
+            ".json",
+            lambda file: spool.write_json(file, header),
+        )
+        stored = _stored_line(result)
+        if args.format == "table":
+            _print_sweep(args, result, report, out.console, needing)
+            if stored:
+                out.console.print(escape(stored[:1].upper() + stored[1:]))
+        else:
+            out.catalog_notice(evaluation.summary)
+            for note in _input_notes(evaluation):
+                out.note(note)
+            out.note(f"full report: {report}")
+            if stored:
+                out.note(stored)
+            if args.format == "json":
+                out.stream(lambda file: _copy_report(report, file))
+            else:
+                out.stream(lambda file: spool.write_csv(file, evaluation.summary))
+        out.close(f"{evaluation.summary.total:,} machines")
     _partial_scope(args, result)
     return EXIT_OK
+
+
+def _copy_report(report: Path, out: TextIO) -> None:
+    with report.open(encoding=files.ENCODING) as document:
+        shutil.copyfileobj(document, out)
+    out.write("\n")
+
+
+def _swept_where(args: argparse.Namespace, target: Target) -> str | None:
+    """What a run record says was swept, when it is not Azure (whose scope says it)."""
+    if args.sandbox:
+        if args.import_file is not None:
+            return f"in-process sandbox serving {args.import_file}"
+        return f"in-process sandbox ({args.machines:,} machines, seed {args.seed})"
+    if target.sandbox is not None:
+        return f"sandbox {target.sandbox.base_url}: {scope_text(target.scope)}"
+    return None
+
+
+def _stored_line(result: Sweep) -> str | None:
+    """Where the sweep was recorded (None: with --no-store)."""
+    if result.run is None:
+        return None
+    if result.snapshot is None:
+        return (
+            f"run {result.run.id} {result.run.outcome}: not stored as the latest snapshot, as "
+            "some scopes could not be read (--allow-partial accepts that)"
+        )
+    return f"stored as run {result.run.id} (hotpatch runs; hotpatch history MACHINE)"
 
 
 def _assess(args: argparse.Namespace, world: World) -> int:
@@ -681,26 +837,8 @@ def _run_sweep(
     args: argparse.Namespace, world: World, target: Target, out: _Out
 ) -> tuple[Sweep, Path]:
     """Sweep with progress on stderr, then write the full report to a new file."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     now = args.now or target.as_of or world.clock()
-    progress = Progress(
-        TextColumn("inventory of {task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f} rows, page {task.fields[pages]}"),
-        TimeElapsedColumn(),
-        console=out.status,
-        transient=True,
-        disable=not out.status.is_terminal,  # a log file gets no bar, nor its blank lines
-    )
-    with progress:
-        task = progress.add_task(escape(target.scope.describe()), total=None, pages=0)
-
-        def on_progress(update: InventoryProgress) -> None:
-            progress.update(
-                task, completed=update.rows, total=update.total_records, pages=update.pages
-            )
-
+    with _sweep_progress(target, out.status) as on_progress:
         result = sweep(
             target.inventory, target.scope, world.rules, now=now, on_progress=on_progress
         )
@@ -728,13 +866,43 @@ def _run_sweep(
     return result, report
 
 
-def _print_sweep(args: argparse.Namespace, result: Sweep, report: Path, console: Console) -> None:
+@contextmanager
+def _sweep_progress(target: Target, status: Console) -> Iterator[ProgressCallback]:
+    """A progress bar of the inventory on stderr (none when stderr is not a terminal)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("inventory of {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} rows, page {task.fields[pages]}"),
+        TimeElapsedColumn(),
+        console=status,
+        transient=True,
+        disable=not status.is_terminal,  # a log file gets no bar, nor its blank lines
+    )
+    with progress:
+        task = progress.add_task(escape(target.scope.describe()), total=None, pages=0)
+
+        def on_progress(update: InventoryProgress) -> None:
+            progress.update(
+                task, completed=update.rows, total=update.total_records, pages=update.pages
+            )
+
+        yield on_progress
+
+
+def _print_sweep(
+    args: argparse.Namespace,
+    result: Sweep,
+    report: Path,
+    console: Console,
+    needing: ActionList | None = None,
+) -> None:
     evaluation = result.evaluation
-    print_summary(
+    print_summary_of(
         console,
         evaluation.summary,
-        evaluation.verdicts,
-        args.limit,
+        needing or ActionList.of(evaluation.verdicts, args.limit),
         f"Compliance of {result.scope} at {evaluation.now:%Y-%m-%d %H:%M}Z",
     )
     for note in _input_notes(evaluation):
@@ -832,6 +1000,70 @@ def _assess_csv(machines: Sequence[MachineRef], run: AssessRun | None) -> str:
         for m in machines
     ]
     return csv_text(("id", "action", "outcome"), rows)
+
+
+# -- the store: history and runs ------------------------------------------------------------------
+
+
+def _history(args: argparse.Namespace, settings: Settings) -> int:
+    asked = args.machine.strip().rstrip("/")
+    with bootstrap.compliance_store(settings) as store:
+        machine = _machine_id(store, asked)
+        history = machine_history(store, machine)
+    if args.format == "json":
+        _print_json(history_json(history))
+    else:
+        print_history(_stdout_console(), history)
+    if not history.known:
+        empty = "" if history.snapshot is not None else "; no sweep is stored yet"
+        _note(
+            f"the store holds no verdict, transition or operation of {asked}{empty} ({STORE_HINT})"
+        )
+    return EXIT_OK
+
+
+#: Where an empty answer may come from: the store the settings name.
+STORE_HINT = "HOTPATCH_STORE names the store; by default .hotpatch/store in this directory"
+
+
+def _machine_id(store: Store, asked: str) -> str:
+    """An ARM id as given (the store compares ids without regard to case), or the id of the one
+    machine of the latest snapshot with that name."""
+    if asked.casefold().startswith("/subscriptions/"):
+        return asked
+    if "/" in asked or not asked:
+        raise UsageError(
+            f"MACHINE {asked!r}: give an ARM id (/subscriptions/…/virtualMachines/NAME) or a "
+            "machine name"
+        )
+    named = machines_named(store, asked)
+    if len(named) > 1:
+        ids = ", ".join(row.id for row in named[:3])
+        more = f" and {len(named) - 3} more" if len(named) > 3 else ""
+        raise UsageError(
+            f"{len(named)} machines of the latest sweep are named {asked!r}; give the ARM id "
+            f"of one: {ids}{more}"
+        )
+    return named[0].id if named else asked
+
+
+def _runs(args: argparse.Namespace, settings: Settings) -> int:
+    kind = RunKind(args.kind) if args.kind else None
+    with bootstrap.compliance_store(settings) as store:
+        runs = run_records(store, kind, args.limit)
+    if args.format == "json":
+        _print_json({"runs": [run_json(run) for run in runs]})
+    else:
+        print_runs(_stdout_console(), runs)
+    if not runs:
+        _note(f"the store holds no {kind.value + ' ' if kind else ''}run yet ({STORE_HINT})")
+    return EXIT_OK
+
+
+def _note(text: str) -> None:
+    _stderr_console().print(
+        f"hotpatch: {escape(text)}", style="yellow", highlight=False, soft_wrap=True
+    )
 
 
 # -- the sandbox ----------------------------------------------------------------------------------

@@ -72,9 +72,17 @@ def write_with(path: Path, write: Callable[[TextIO], object], option: str = "--o
 
 def write_new(directory: Path, stem: str, suffix: str, text: str) -> Path:
     """Write `text` to a new file `<stem>-<random><suffix>` in `directory`; never over another."""
+    return write_new_with(directory, stem, suffix, lambda out: out.write(text))
+
+
+def write_new_with(
+    directory: Path, stem: str, suffix: str, write: Callable[[TextIO], object]
+) -> Path:
+    """Let `write` fill a new file `<stem>-<random><suffix>` in `directory` (through a temporary
+    file, so a report too big to hold in memory is still whole or absent); never over another."""
     for _ in range(8):
         path = directory / f"{stem}-{secrets.token_hex(3)}{suffix}"
-        temporary = _temporary(path, lambda out: out.write(text), "report")
+        temporary = _temporary(path, write, "report")
         try:
             os.link(temporary, path)
         except FileExistsError:

@@ -16,3 +16,12 @@ def _collector_restored() -> Iterator[None]:
     yield
     if enabled:
         gc.enable()
+
+
+@pytest.fixture(autouse=True)
+def _own_working_directory(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test runs in a directory of its own: a sweep records itself in the default store
+    (`.hotpatch/store`, relative), which must be neither the checkout's nor another test's."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

@@ -594,10 +594,35 @@ class Summary:
 
 
 def summarize(verdicts: Iterable[Verdict], staleness: Staleness | None = None) -> Summary:
-    # Count distinct (state, action, subscription, os, ring) first: far fewer than machines.
-    combos: Counter[tuple[State, Action, str | None, OsFamily | None, str | None]] = Counter(
-        (v.state, v.action, v.subscription_id, v.os, v.ring) for v in verdicts
-    )
+    tally = Tally()
+    tally.add(verdicts)
+    return tally.summary(staleness)
+
+
+#: What a summary counts a machine by: state, action, subscription, OS and ring.
+_Combo = tuple[State, Action, str | None, OsFamily | None, str | None]
+
+
+class Tally:
+    """A summary built page by page: a sweep counts its verdicts and keeps none of them.
+
+    It counts distinct (state, action, subscription, os, ring) combinations, far fewer than
+    machines; the roll-ups are made from those when asked for.
+    """
+
+    __slots__ = ("_combos",)
+
+    def __init__(self) -> None:
+        self._combos: Counter[_Combo] = Counter()
+
+    def add(self, verdicts: Iterable[Verdict]) -> None:
+        self._combos.update((v.state, v.action, v.subscription_id, v.os, v.ring) for v in verdicts)
+
+    def summary(self, staleness: Staleness | None = None) -> Summary:
+        return _roll_up(self._combos, staleness)
+
+
+def _roll_up(combos: Counter[_Combo], staleness: Staleness | None) -> Summary:
     states: Counter[str] = Counter()
     actions: Counter[str] = Counter()
     groups: dict[str, dict[str, Counter[str]]] = {"subscription": {}, "os": {}, "ring": {}}

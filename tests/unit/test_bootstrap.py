@@ -12,7 +12,7 @@ import trustme
 from hotpatch import bootstrap
 from hotpatch.bootstrap import SandboxEndpoint
 from hotpatch.data import shipped_release_catalog
-from hotpatch.errors import ConfigurationError
+from hotpatch.errors import ConfigurationError, StoreError
 from hotpatch.sandbox.estate import EstateSpec, generate_estate
 from hotpatch.service import sweep
 from hotpatch.settings import Settings
@@ -79,3 +79,33 @@ def test_an_in_process_sandbox_is_swept_through_the_same_ports(tmp_path: Path) -
         ):
             pass
     assert result.evaluation.summary.total == len(estate.machine_ids())
+
+
+def test_the_store_the_settings_name_is_open_for_the_block_and_closed_after(
+    tmp_path: Path,
+) -> None:
+    settings = Settings.from_env({"HOTPATCH_STORE": str(tmp_path / "store")})
+    with bootstrap.compliance_store(settings) as store:
+        assert store.runs() == []
+    assert (tmp_path / "store" / "store.db").is_file()
+    with pytest.raises(StoreError):
+        store.runs()  # closed
+
+
+@pytest.mark.parametrize("setting", ["ftp://host/store", "{tmp}/a-file/store"])
+def test_a_store_setting_that_cannot_be_opened_is_a_configuration_error_naming_it(
+    tmp_path: Path, setting: str
+) -> None:
+    (tmp_path / "a-file").write_text("in the way")
+    settings = Settings.from_env({"HOTPATCH_STORE": setting.replace("{tmp}", str(tmp_path))})
+    with (
+        pytest.raises(ConfigurationError, match=r"^HOTPATCH_STORE"),
+        bootstrap.compliance_store(settings),
+    ):
+        pass
+
+
+def test_a_run_is_recorded_as_the_managed_identity_or_the_user_at_this_host() -> None:
+    identity = Settings.from_env({"HOTPATCH_MANAGED_IDENTITY_CLIENT_ID": "client-1"})
+    assert bootstrap.operator(identity) == "managed identity client-1"
+    assert f"@{socket.gethostname()}" in bootstrap.operator(Settings())

@@ -14,7 +14,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def synopsis() -> dict[str, set[str]]:
-    """`sweep` -> the options its README line names ("same options as sweep" expanded)."""
+    """`sweep` -> the options its README line names ("same options as sweep" expanded, less
+    those it names after "except")."""
     block = README.read_text(encoding="utf-8").split("## The command", 1)[1]
     block = block.split("```sh", 1)[1].split("```", 1)[0]
     lines: dict[str, set[str]] = {}
@@ -23,7 +24,8 @@ def synopsis() -> dict[str, set[str]]:
         command = " ".join(w for w in words[1:3] if not w.startswith(("-", "[", "(")))
         options = set(re.findall(r"(--[a-z][a-z-]*)", line))
         if "same options as sweep" in line:
-            options |= lines["sweep"]
+            excepted = set(re.findall(r"except (--[a-z][a-z-]*)", line))
+            options = (options | lines["sweep"]) - excepted
         lines[command] = options
     return lines
 
