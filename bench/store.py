@@ -2,11 +2,15 @@
 
 Prints the write throughput of a snapshot of N machines (the first sweep, where every machine
 is new, and a steady-state sweep where 2% changed state), its size on disk, the time to page
-through it, and the peak memory (max RSS) of a whole sweep streamed into the store: a child
-process reads the inventory page by page (1000 machines, as Resource Graph serves them),
-judges each page and adds its verdicts to the snapshot writer, then commits. A child that does
-the same without the store gives the baseline. The goal is under 512 MB (the smallest Flex
-Consumption instance). Ends with one JSON line of the figures; asserts nothing.
+through it, and the peak memory (max RSS) of a whole sweep streamed into the store. That sweep
+is the service's own (`hotpatch.service.sweep` with a `Recording`, keeping no verdicts), run in
+a child process over an inventory that reads the estate's pages from a file one at a time
+(1000 machines a page, as Resource Graph serves them): it judges each page, adds its verdicts
+to the snapshot writer, renews the lease, and commits at the end. Children measure the same
+sweep without the store (the baseline), with a previous snapshot to diff against (2% of the
+VMs deallocated since), and with the `hotpatch sweep` report streamed beside it as the command
+writes it. The goal is under 512 MB (the smallest Flex Consumption instance). Ends with one
+JSON line of the figures; asserts nothing.
 
     .venv/bin/python bench/store.py [--machines 100000] [--seed 7]
 """
@@ -25,21 +29,23 @@ import tempfile
 import time
 import tracemalloc
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from hotpatch import files
 from hotpatch.bulk import collector_paused
 from hotpatch.core.compliance import Evaluator
 from hotpatch.core.inventory import parse_rows
-from hotpatch.core.models import State
+from hotpatch.core.models import State, Verdict
 from hotpatch.fakes import InMemoryInventory
-from hotpatch.ports import Scope
+from hotpatch.ports import InventoryPager, InventoryStats, RawRow, Scope
 from hotpatch.ports.store import VerdictQuery, VerdictRow
+from hotpatch.report import ActionList, StreamedReport, report_json
 from hotpatch.sandbox.estate import EstateSpec, generate_estate
 from hotpatch.sandbox.session import default_as_of
-from hotpatch.service import Rules
+from hotpatch.service import Recording, Rules, Sweep, sweep
 from hotpatch.settings import Settings
 from hotpatch.store.embedded import EmbeddedStore
 from hotpatch.store.snapshots import previous_index
@@ -84,41 +90,94 @@ def write_pages(pages: Path, machines: int, seed: int) -> None:
             out.write(json.dumps(page) + "\n")
 
 
-def child(mode: str, pages: Path, directory: Path, run_id: str, day: int) -> int:
-    """One sweep in this process; prints its peak memory as JSON."""
+class PagedFile:
+    """The inventory port over a file of pages (JSON lines), read one page at a time; a later
+    sweep sees 2% of the VMs deallocated (`changed`)."""
+
+    def __init__(self, pages: Path, *, changed: bool = False) -> None:
+        self.pages = pages
+        self.changed = changed
+
+    def list_machines(self, scope: Scope) -> InventoryPager:
+        def source(stats: InventoryStats) -> Iterator[list[RawRow]]:
+            with self.pages.open(encoding="utf-8") as lines:
+                for line in lines:
+                    page: list[RawRow] = json.loads(line)
+                    if self.changed:
+                        for row in page:
+                            _deallocate_some(row)
+                    stats.pages += 1
+                    stats.requests += 1
+                    stats.rows += len(page)
+                    yield page
+
+        return InventoryPager(source)
+
+
+def _deallocate_some(row: RawRow) -> None:
+    if str(row.get("type", "")).casefold() != "microsoft.compute/virtualmachines":
+        return
+    if zlib.crc32(str(row.get("id", "")).casefold().encode()) % 50:
+        return
+    view = row.setdefault("properties", {}).setdefault("extended", {})
+    view.setdefault("instanceView", {})["powerState"] = {"code": "PowerState/deallocated"}
+
+
+def child(mode: str, pages: Path, directory: Path, day: int) -> int:
+    """One sweep in this process, through `hotpatch.service.sweep`; prints its peak memory."""
     rules = Rules.from_settings(Settings())
+    as_of = default_as_of(rules.releases) + timedelta(days=day)
+    inventory = PagedFile(pages, changed=day > 0)
     started = time.perf_counter()
-    machines = 0
     if mode == "baseline":
-        for rows in _judged_pages(pages, rules):
-            machines += len(rows)
+        result = sweep(inventory, Scope(), rules, now=as_of, keep_verdicts=False)
     else:
         store = EmbeddedStore(directory / "store.db", directory / "snapshots")
-        as_of = default_as_of(rules.releases) + timedelta(days=day)
-        writer = store.begin_snapshot(run_id, as_of)
-        for judged in _judged_pages(pages, rules):
-            rows = judged
-            if day:  # a later sweep: 2% of the machines changed state
-                rows = [
-                    dataclasses.replace(row, state=State.PENDING)
-                    if zlib.crc32(row.id.encode()) % 50 == 0
-                    else row
-                    for row in judged
-                ]
-            writer.add(rows)
-            machines += len(rows)
-        writer.commit()
+        record = Recording(store, "bench", lambda: datetime.now(UTC))
+        if mode == "report":
+            result = _sweep_with_report(inventory, rules, as_of, record, directory)
+        else:
+            result = sweep(inventory, Scope(), rules, now=as_of, keep_verdicts=False, record=record)
+        assert result.snapshot is not None
         store.close()
     print(
         json.dumps(
             {
-                "machines": machines,
+                "machines": result.evaluation.summary.total,
                 "seconds": round(time.perf_counter() - started, 2),
                 "max_rss_mb": round(_rss_mb()),
             }
         )
     )
     return 0
+
+
+def _sweep_with_report(
+    inventory: PagedFile, rules: Rules, as_of: datetime, record: Recording, directory: Path
+) -> Sweep:
+    """The sweep as `hotpatch sweep` runs it: the report streamed to a file beside the store,
+    and only the machines the table shows kept."""
+    with StreamedReport(directory) as report:
+        needing = ActionList(15)
+
+        def to_report(verdicts: Sequence[Verdict]) -> None:
+            report.add(verdicts)
+            needing.add(verdicts)
+
+        result = sweep(
+            inventory,
+            Scope(),
+            rules,
+            now=as_of,
+            on_verdicts=to_report,
+            keep_verdicts=False,
+            record=record,
+        )
+        header = report_json((), result.evaluation.summary, as_of, sweep=result.summary())
+        files.write_new_with(
+            directory, "sweep", ".json", lambda out: report.write_json(out, header)
+        )
+    return result
 
 
 def _run_child(*args: str) -> dict[str, float]:
@@ -143,15 +202,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machines", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--child", nargs=5, metavar=("MODE", "PAGES", "DIR", "RUN", "DAY"))
+    parser.add_argument("--child", nargs=4, metavar=("MODE", "PAGES", "DIR", "DAY"))
     parser.add_argument("--pages", nargs=3, metavar=("FILE", "MACHINES", "SEED"))
     args = parser.parse_args()
     if args.pages:
         write_pages(Path(args.pages[0]), int(args.pages[1]), int(args.pages[2]))
         return 0
     if args.child:
-        mode, pages, directory, run_id, day = args.child
-        return child(mode, Path(pages), Path(directory), run_id, int(day))
+        mode, pages, directory, day = args.child
+        return child(mode, Path(pages), Path(directory), int(day))
 
     with tempfile.TemporaryDirectory() as work:
         pages = Path(work) / "pages.jsonl"
@@ -167,9 +226,10 @@ def main() -> int:
         )
         # The sweeps first, while this process is small: a child starts as a copy of it.
         sweep_dir = Path(work) / "sweep"
-        baseline = _run_child("baseline", str(pages), str(sweep_dir), "none", "0")
-        first = _run_child("store", str(pages), str(sweep_dir), "sweep-1", "0")
-        second = _run_child("store", str(pages), str(sweep_dir), "sweep-2", "1")
+        baseline = _run_child("baseline", str(pages), str(sweep_dir), "0")
+        first = _run_child("store", str(pages), str(sweep_dir), "0")
+        second = _run_child("store", str(pages), str(sweep_dir), "1")
+        reported = _run_child("report", str(pages), str(sweep_dir), "2")
 
         rules = Rules.from_settings(Settings())
         rows = [row for page in _judged_pages(pages, rules) for row in page]
@@ -235,8 +295,9 @@ def main() -> int:
     print(
         f"peak memory of a {args.machines:,}-machine sweep (max RSS, child process): "
         f"{first['max_rss_mb']:.0f} MB into an empty store, {second['max_rss_mb']:.0f} MB with "
-        f"a previous snapshot to diff against; {baseline['max_rss_mb']:.0f} MB judging the "
-        "same pages without a store (goal: under 512 MB)"
+        f"a previous snapshot to diff against, {reported['max_rss_mb']:.0f} MB with the "
+        f"report streamed too; {baseline['max_rss_mb']:.0f} MB judging the same pages without "
+        "a store (goal: under 512 MB)"
     )
     figures = {
         "machines": len(rows),
@@ -250,6 +311,7 @@ def main() -> int:
         "sweep_first_max_rss_mb": first["max_rss_mb"],
         "sweep_steady_max_rss_mb": second["max_rss_mb"],
         "sweep_baseline_max_rss_mb": baseline["max_rss_mb"],
+        "sweep_report_max_rss_mb": reported["max_rss_mb"],
         "sweep_steady_s": second["seconds"],
         "goal_max_rss_mb": 512,
         "load_average_1m": round(os.getloadavg()[0], 1),
