@@ -154,6 +154,12 @@ def test_non_finite_numbers_come_back_as_null_in_strict_json(estate_sandbox: San
     assert body["data"] == [{"nan": None, "inf": None, "one": 1.0}]
 
 
+def test_text_that_spells_nan_or_infinity_stays_text(estate_sandbox: Sandbox) -> None:
+    answer = query(estate_sandbox, "print word = 'NaN', words = 'to Infinity', nan = 0.0 / 0.0")
+
+    assert answer.json()["data"] == [{"word": "NaN", "words": "to Infinity", "nan": None}]
+
+
 # -- every query has limits -------------------------------------------------------------------
 
 
