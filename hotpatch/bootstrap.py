@@ -12,16 +12,20 @@ from __future__ import annotations
 import getpass
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from hotpatch.core.plan import RemediationPolicy
 from hotpatch.errors import ConfigurationError, StoreError
 from hotpatch.ports import Clock, Inventory, PatchOperations, Scope, Store
+from hotpatch.ports.inventory import InstallationHistory
+from hotpatch.remediation import Remediation
 from hotpatch.service import Rules
 from hotpatch.settings import Settings
 from hotpatch.store import open_store
@@ -105,6 +109,8 @@ class Target:
     inventory: Inventory
     scope: Scope
     patch_operations: PatchOperationsOpener
+    #: Recent installations, as Resource Graph lists them (how a journal settles a lost answer).
+    installations: InstallationHistory
     #: The sandbox behind the ports, when it is one.
     sandbox: SandboxEndpoint | None = None
     #: The instant a generated estate is observed at: the default `now` of a sweep over it.
@@ -203,7 +209,38 @@ def _target(
             await opened.close()
 
     with client:
-        yield Target(ResourceGraphInventory(client), scope, patch_operations, sandbox, as_of)
+        inventory = ResourceGraphInventory(client)
+        yield Target(inventory, scope, patch_operations, inventory, sandbox, as_of)
+
+
+def rehearsal_clock(now: datetime, monotonic: Callable[[], float] = time.monotonic) -> Clock:
+    """A clock that reads `now` at first and then runs at the wall clock's pace: the clock of
+    a run told to act as of another instant (`--now`), whose records still need real order."""
+    started = monotonic()
+    return lambda: now + timedelta(seconds=monotonic() - started)
+
+
+def remediation(
+    world: World,
+    target: Target,
+    store: Store,
+    policy: RemediationPolicy,
+    *,
+    clock: Clock,
+    on_progress: Callable[[str], None] | None = None,
+) -> Remediation:
+    """The remediation use case over one target and one store, under `policy`."""
+    return Remediation(
+        store=store,
+        patch_operations=target.patch_operations,
+        installations=target.installations,
+        scope=target.scope,
+        policy=policy,
+        calendar=world.rules.calendar,
+        clock=clock,
+        who=operator(world.settings),
+        on_progress=on_progress,
+    )
 
 
 def _check_ca_file(path: Path) -> None:

@@ -33,10 +33,12 @@ from hotpatch.core.calendar import YearMonth
 from hotpatch.core.compliance import Summary
 from hotpatch.core.eligibility import image_eligibility
 from hotpatch.core.models import ImageRef, OsFamily, Verdict
-from hotpatch.errors import AzureServiceError, HotpatchError, PartialScopeError
+from hotpatch.errors import AzureServiceError, HotpatchError, PartialScopeError, StoreError
 from hotpatch.export import Export, read_export
+from hotpatch.plan_report import plan_json, print_plan, print_remediation, remediation_json
+from hotpatch.policy_file import load_policy
 from hotpatch.ports import InventoryProgress, MachineRef, OperationOutcome, ProgressCallback
-from hotpatch.ports.store import RunKind
+from hotpatch.ports.store import RunKind, VerdictRow
 from hotpatch.report import (
     ActionList,
     StreamedReport,
@@ -240,6 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="start the assessments (default: only list them)"
     )
 
+    plan_parser = commands.add_parser(
+        "plan",
+        help="sweep, then show what the remediation policy would start now, and why every "
+        "other machine gets nothing (starts nothing)",
+    )
+    _plan_options(plan_parser)
+    remediate_parser = commands.add_parser(
+        "remediate",
+        help="sweep, plan and start the plan's assessments and installs, journalled so that a "
+        "crash loses nothing (a dry run unless --yes)",
+    )
+    _plan_options(remediate_parser)
+    remediate_parser.add_argument(
+        "--yes", action="store_true", help="start the plan (default: a dry run that starts nothing)"
+    )
+
     history = commands.add_parser(
         "history",
         help="one machine from the store: its latest verdict, state transitions and operations",
@@ -316,6 +334,37 @@ def _output_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _target_options(parser: argparse.ArgumentParser) -> None:
+    _where_options(parser)
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _output_option(parser)
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("hotpatch-reports"),
+        help="where the full JSON report is written, in a new file each run "
+        "(default ./hotpatch-reports, created if missing)",
+    )
+    parser.add_argument(
+        "--limit", type=_whole(0), default=15, help="machines listed in the table (default 15)"
+    )
+
+
+def _plan_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        help="the remediation policy file, YAML or JSON (default: HOTPATCH_REMEDIATION_POLICY; "
+        "neither: report mode, nothing is started)",
+    )
+    _where_options(parser)
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    _output_option(parser)
+    parser.add_argument(
+        "--limit", type=_whole(0), default=25, help="operations listed in the table (default 25)"
+    )
+
+
+def _where_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--sandbox", action="store_true", help="against an in-process sandbox estate"
@@ -338,18 +387,6 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="succeed even when a configured subscription or management group cannot be read "
         "(default: exit 3 after reporting the rest)",
-    )
-    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    _output_option(parser)
-    parser.add_argument(
-        "--report-dir",
-        type=Path,
-        default=Path("hotpatch-reports"),
-        help="where the full JSON report is written, in a new file each run "
-        "(default ./hotpatch-reports, created if missing)",
-    )
-    parser.add_argument(
-        "--limit", type=_whole(0), default=15, help="machines listed in the table (default 15)"
     )
 
 
@@ -431,6 +468,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _sweep(args, world)
     if args.command == "assess":
         return _assess(args, world)
+    if args.command in ("plan", "remediate"):
+        return _remediate(args, world)
     if args.command == "sandbox":
         return _sandbox(args, world)
     return _evaluate(args, world)
@@ -823,6 +862,63 @@ def _assess(args: argparse.Namespace, world: World) -> int:
         _print_assess(args, machines, run, out.console)
     out.close(f"{len(machines):,} machines due")
     _partial_scope(args, result)
+    return EXIT_OK
+
+
+def _remediate(args: argparse.Namespace, world: World) -> int:
+    """`plan` and `remediate`: a sweep, then the plan; `remediate --yes` applies it."""
+    out = _Out(args.output)
+    if args.output is not None:
+        files.check_output_file(args.output)
+    # The policy first: a bad file is said before anything is swept.
+    policy = load_policy(args.policy or world.settings.remediation_policy)
+    apply = args.command == "remediate" and args.yes
+    with ExitStack() as stack:
+        store = stack.enter_context(bootstrap.compliance_store(world.settings))
+        target = stack.enter_context(_target(args, world, out.status))
+        now = args.now or target.as_of
+        clock = bootstrap.rehearsal_clock(now) if now is not None else world.clock
+        remediation = bootstrap.remediation(
+            world,
+            target,
+            store,
+            policy,
+            clock=clock,
+            on_progress=lambda line: out.status.print(escape(line), style="dim"),
+        )
+
+        def machines() -> list[VerdictRow]:
+            rows: list[VerdictRow] = []
+            with _sweep_progress(target, out.status) as on_progress:
+                result = sweep(
+                    target.inventory,
+                    target.scope,
+                    world.rules,
+                    now=clock(),
+                    on_progress=on_progress,
+                    on_verdicts=lambda page: rows.extend(map(VerdictRow.from_verdict, page)),
+                    keep_verdicts=False,
+                )
+            _partial_scope(args, result)
+            return rows
+
+        if args.command == "plan":
+            decided = remediation.plan(machines())
+            document = plan_json(decided)
+            if args.format == "json":
+                out.write(json.dumps(document, indent=1) + "\n")
+            else:
+                print_plan(out.console, decided, limit=args.limit)
+            out.close(f"{len(decided.operations):,} operation(s) planned")
+            return EXIT_OK
+        run = remediation.run(machines, apply=apply, after=machines)
+    if args.format == "json":
+        out.write(json.dumps(remediation_json(run), indent=1) + "\n")
+    else:
+        print_remediation(out.console, run, limit=args.limit)
+    out.close(f"run {run.run.id}")
+    if run.applied is not None and run.applied.stopped:
+        raise StoreError(f"remediation stopped: {run.applied.stopped}")
     return EXIT_OK
 
 

@@ -730,11 +730,14 @@ class _Planner:
             if machine.ring is not None:
                 members[machine.ring.casefold()] += 1
         for machine, outcome in triaged:
+            # A machine whose release is blocked waits for the block, not for its ring: it
+            # must not hold the ring's promotion back.
             if (
                 isinstance(outcome, _Candidate)
                 and outcome.kind is OperationKind.INSTALL
                 and machine.ring is not None
                 and outcome.key not in self.by_key
+                and not (outcome.slot.kb and outcome.slot.kb in self.blocks)
             ):
                 waiting[machine.ring.casefold()] += 1
         gates: dict[str, _RingGate] = {}

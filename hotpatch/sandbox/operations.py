@@ -351,7 +351,7 @@ def installation_result(
     `MachineInstallPatchesResult`, which only counts them (Arc's patch list is in Resource
     Graph's `patchinstallationresources`)."""
     counts = {
-        "status": "Succeeded",
+        "status": _install_status(outcome),
         "installationActivityId": operation.id,
         "rebootStatus": outcome.reboot_status.value,
         "maintenanceWindowExceeded": False,
@@ -359,7 +359,7 @@ def installation_result(
         "notSelectedPatchCount": outcome.count(InstallationState.NOT_SELECTED),
         "pendingPatchCount": 0,
         "installedPatchCount": outcome.count(InstallationState.INSTALLED),
-        "failedPatchCount": 0,
+        "failedPatchCount": outcome.count(InstallationState.FAILED),
         "startDateTime": _iso(operation.started_at),
     }
     if operation.machine.hybrid:

@@ -14,8 +14,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def synopsis() -> dict[str, set[str]]:
-    """`sweep` -> the options its README line names ("same options as sweep" expanded, less
-    those it names after "except")."""
+    """`sweep` -> the options its README line names ("same options as <command>" expanded,
+    less those it names after "except")."""
     block = README.read_text(encoding="utf-8").split("## The command", 1)[1]
     block = block.split("```sh", 1)[1].split("```", 1)[0]
     lines: dict[str, set[str]] = {}
@@ -23,9 +23,10 @@ def synopsis() -> dict[str, set[str]]:
         words = line.split()
         command = " ".join(w for w in words[1:3] if not w.startswith(("-", "[", "(")))
         options = set(re.findall(r"(--[a-z][a-z-]*)", line))
-        if "same options as sweep" in line:
+        same = re.search(r"same options as ([a-z]+)", line)
+        if same is not None:
             excepted = set(re.findall(r"except (--[a-z][a-z-]*)", line))
-            options = (options | lines["sweep"]) - excepted
+            options = (options | lines[same.group(1)]) - excepted
         lines[command] = options
     return lines
 

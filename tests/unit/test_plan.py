@@ -612,6 +612,19 @@ def test_a_machine_whose_release_kb_is_blocked_gets_no_install() -> None:
     assert "breaks IIS" in skip.message
 
 
+def test_a_machine_whose_release_is_blocked_does_not_hold_its_ring_back() -> None:
+    # Its install waits for the block to go, not for the ring: the ring is promoted without it.
+    blocked = vm("a-ws2025", os=OsFamily.WS2025)
+    second = vm("b1", ring="ring1")
+    policy = replace(REMEDIATE, blocked_kbs=(BlockedKb(WS2025_FEB_KB, "breaks clusters"),))
+    result = planned(
+        blocked, second, policy=policy, operations=(past(vm("a0")),), now=IN_RING1_WINDOW
+    )
+    assert skip_of(result, blocked).code is SkipCode.BLOCKED
+    assert result.rings[0].status is RingStatus.PROMOTED
+    assert operation_of(result, second).install is not None
+
+
 def test_a_machine_with_a_blocked_kb_installed_is_named_in_a_notice() -> None:
     machine = vm("clustered", State.COMPLIANT)
     installed = {machine.id.casefold(): ("KB5062557", "KB5075943")}
