@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -243,8 +244,12 @@ _SCHEMA: Mapping[str, list[str]] = {
 class GraphStore:
     """The three tables and the queries over them; safe to use from several threads."""
 
-    def __init__(self, limits: QueryLimits | None = None) -> None:
+    def __init__(
+        self, limits: QueryLimits | None = None, *, min_rows_per_part: int = 16_384
+    ) -> None:
         self.limits = limits or QueryLimits()
+        #: A table is read in parts, one per DuckDB thread, only when each part gets this many.
+        self.min_rows_per_part = min_rows_per_part
         # The only directory DuckDB may touch: loading writes its NDJSON files here.
         self._scratch = tempfile.mkdtemp(prefix="hotpatch-sandbox-")
         self._con = _locked_down_connection(self.limits, self._scratch)
@@ -260,6 +265,8 @@ class GraphStore:
         self._latest: dict[str, list[str]] = {}
         self._reboot_pending: frozenset[str] = frozenset()
         self._subscriptions: frozenset[str] = frozenset()
+        #: Table -> the rowids where its scoped view cuts it into parts (see `_scoped_view`).
+        self._cuts: dict[str, tuple[int, ...]] = {}
         # Unguessable, so that no query text can name the unscoped tables behind the views.
         self._store = f"{_STORE}_{secrets.token_hex(8)}"
         self._con.execute(f"CREATE SCHEMA {self._store}")
@@ -333,7 +340,50 @@ class GraphStore:
         self._index_machines()
         self._index_assessments()
         self._index_subscriptions()
+        self._index_cuts()
         return LoadReport(counts, time.perf_counter() - started)
+
+    def _index_cuts(self) -> None:
+        """Where each large table is cut so that a query's per-row work runs on every thread.
+
+        DuckDB hands each thread one row group (122,880 rows) at a time, so a table of 100,000
+        machines (one row group) was read, and its rows' JSON taken apart, on one thread while
+        the others idled. Cut into `threads` rowid ranges, read as a `UNION ALL`, it is read by
+        all of them. The rows and the scope are those of the whole table, and so is the order:
+        where a query's answer depends on it, DuckDB reads a `UNION ALL`'s parts in turn.
+        Writes later on need no new cuts: the ranges cover every rowid.
+        """
+        parts = self.limits.threads
+        cuts: dict[str, tuple[int, ...]] = {}
+        for table in TABLES:
+            found = (
+                self._cursor()
+                .execute(f"SELECT min(rowid), max(rowid), count(*) FROM {self._store}.{table}")
+                .fetchone()
+            )
+            if parts < 2 or found is None or found[2] < parts * self.min_rows_per_part:
+                continue
+            low, span = int(found[0]), int(found[1]) - int(found[0]) + 1
+            cuts[table] = tuple(low + span * part // parts for part in range(1, parts))
+        self._cuts = cuts
+
+    def parts(self, table: str) -> int:
+        """How many parts a query reads `table` in (one per DuckDB thread, or one)."""
+        return len(self._cuts.get(table, ())) + 1
+
+    def _scoped_view(self, table: str, scope: str) -> str:
+        """The query of `table`'s view for one query: its rows in `scope`, read in parts."""
+        where = f"lower(subscriptionId) IN ({scope})"
+        edges: list[int | None] = [None, *self._cuts.get(table, ()), None]
+        reads = []
+        for low, high in pairwise(edges):
+            conditions = [where]
+            if low is not None:
+                conditions.append(f"rowid >= {low}")
+            if high is not None:
+                conditions.append(f"rowid < {high}")
+            reads.append(f"SELECT * FROM {self._store}.{table} WHERE {' AND '.join(conditions)}")
+        return " UNION ALL ".join(reads)
 
     def _index_machines(self) -> None:
         # What the patch operations need of each machine, read once: answering an operation
@@ -497,8 +547,7 @@ class GraphStore:
                 # Temporary views belong to this thread's cursor alone: the scope of one query
                 # never leaks into another's.
                 cursor.execute(
-                    f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM {self._store}.{table} "
-                    f"WHERE lower(subscriptionId) IN ({scope})"
+                    f"CREATE OR REPLACE TEMP VIEW {table} AS {self._scoped_view(table, scope)}"
                 )
             ticket.check()
             relation = cursor.sql(sql, params=parameters)
