@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -431,6 +432,7 @@ def _estate_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
     _tolerant_streams()
+    _warnings_on_stderr()
     try:
         args = build_parser().parse_args(argv)
         settings = Settings.from_env(os.environ if environ is None else environ)
@@ -482,6 +484,17 @@ def _error(message: str) -> None:
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text or type(error).__name__
+
+
+def _warnings_on_stderr() -> None:
+    """A warning the service logs (a lease it could not give back) is one line on stderr, said
+    the way the command says everything else."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("hotpatch: warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
 
 
 def _tolerant_streams() -> None:
