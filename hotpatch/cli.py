@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -34,12 +35,14 @@ from hotpatch.core.calendar import YearMonth
 from hotpatch.core.compliance import Summary
 from hotpatch.core.eligibility import image_eligibility
 from hotpatch.core.models import ImageRef, OsFamily, Verdict
+from hotpatch.core.plan import Mode, RemediationPolicy
 from hotpatch.errors import AzureServiceError, HotpatchError, PartialScopeError, StoreError
 from hotpatch.export import Export, read_export
 from hotpatch.plan_report import plan_json, print_plan, print_remediation, remediation_json
 from hotpatch.policy_file import load_policy
-from hotpatch.ports import InventoryProgress, MachineRef, OperationOutcome, ProgressCallback
+from hotpatch.ports import InventoryProgress, MachineRef, ProgressCallback
 from hotpatch.ports.store import RunKind, VerdictRow
+from hotpatch.remediation import RemediationRun
 from hotpatch.report import (
     ActionList,
     StreamedReport,
@@ -58,12 +61,10 @@ from hotpatch.report import (
     run_json,
 )
 from hotpatch.service import (
-    AssessRun,
     Evaluation,
     Recording,
     Rules,
     Sweep,
-    assess,
     assessment_targets,
     evaluate_rows,
     machine_history,
@@ -848,28 +849,30 @@ def _stored_line(result: Sweep) -> str | None:
 def _assess(args: argparse.Namespace, world: World) -> int:
     out = _Out(args.output)
     _check_outputs(args)
-    with _target(args, world, out.status) as target:
+    with ExitStack() as stack:
+        # With --yes every assessment is journalled in the store before it is sent.
+        store = (
+            stack.enter_context(bootstrap.compliance_store(world.settings)) if args.yes else None
+        )
+        target = stack.enter_context(_target(args, world, out.status))
         result, report = _run_sweep(args, world, target, out)
         machines = assessment_targets(result.evaluation.verdicts)
         run = None
-        if args.yes and machines:
-            run = _start_assessments(args, world, target, machines, out.status)
-    if run is not None and run.interrupted:
-        # Nothing is written to --output for a run cut short; the journal keeps every outcome.
-        raise KeyboardInterrupt(
-            f"the outcomes so far, resume tokens included, are in {run.journal}"
-        )
+        outcomes: dict[str, str] = {}
+        if store is not None and machines:
+            run = _start_assessments(args, world, target, store, result, status=out.status)
+            outcomes = _assessment_outcomes(store, run)
     document = {
         "evaluated_at": iso(result.evaluation.now),
         "report": str(report),
         "dry_run": not args.yes,
         "due": [m.id for m in machines],
-        "assessments": run.as_dict() if run is not None else None,
+        "assessments": _assessments_json(run, outcomes) if run is not None else None,
     }
     if args.format == "json":
         out.write(json.dumps(document, indent=1) + "\n")
     elif args.format == "csv":
-        out.write(_assess_csv(machines, run))
+        out.write(_assess_csv(machines, outcomes if run is not None else None))
     else:
         _print_sweep(args, result, report, out.console)
         _print_assess(args, machines, run, out.console)
@@ -1043,34 +1046,57 @@ def _start_assessments(
     args: argparse.Namespace,
     world: World,
     target: Target,
-    machines: Sequence[MachineRef],
+    store: Store,
+    result: Sweep,
+    *,
     status: Console,
-) -> AssessRun:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    journal = files.new_path(args.report_dir, f"assess-{world.clock():%Y%m%dT%H%M%SZ}", ".jsonl")
-    label = f"assessing {len(machines)} machine(s)"
-    progress = Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=status,
-        transient=True,
-        disable=not status.is_terminal,
+) -> RemediationRun:
+    """Every assessment due, through the journal: an assess-only remediation of this sweep's
+    machines (no ring, no window: an assessment changes nothing on a machine)."""
+    rows = [VerdictRow.from_verdict(v) for v in result.evaluation.verdicts]
+    policy = RemediationPolicy(mode=Mode.ASSESS, max_starts_per_run=max(1, len(rows)))
+    now = args.now or target.as_of
+    clock = bootstrap.rehearsal_clock(now) if now is not None else world.clock
+    remediation = bootstrap.remediation(
+        world,
+        target,
+        store,
+        policy,
+        clock=clock,
+        on_progress=lambda line: status.print(escape(line), style="dim"),
     )
-    with progress:
-        task = progress.add_task(label, total=len(machines))
+    try:
+        return remediation.run(lambda: rows, apply=True)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            "every assessment started is in the store's journal; the next assess or remediate "
+            "settles them"
+        ) from None
 
-        def heard(_: OperationOutcome) -> None:
-            progress.advance(task)
 
-        return assess(target.patch_operations, machines, journal, on_outcome=heard)
+def _assessment_outcomes(store: Store, run: RemediationRun) -> dict[str, str]:
+    """Machine key -> how its assessment of this run stands in the journal."""
+    return {
+        record.machine_id.casefold(): record.status.value
+        for record in store.journal()
+        if record.run_id == run.run.id
+    }
+
+
+def _assessments_json(run: RemediationRun, outcomes: dict[str, str]) -> dict[str, object]:
+    counts = Counter(outcomes.values())
+    return {
+        "run": run.run.id,
+        "outcomes": dict(sorted(counts.items())),
+        "open": counts["started"] + counts["accepted"],
+        "stopped": run.applied.stopped if run.applied is not None else None,
+    }
 
 
 def _print_assess(
     args: argparse.Namespace,
     machines: Sequence[MachineRef],
-    run: AssessRun | None,
+    run: RemediationRun | None,
     console: Console,
 ) -> None:
     if not machines:
@@ -1086,26 +1112,28 @@ def _print_assess(
         if len(machines) > args.limit:
             console.print(f"  … and {len(machines) - args.limit} more")
         return
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(run.counts.items()))
+    applied = run.applied
+    outcomes = applied.outcomes if applied is not None else Counter[str]()
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items()))
     console.print(f"Assessments: {counts or 'none finished'}")
-    if run.resumable:
-        console.print(
-            f"[yellow]{run.resumable} operation(s) still running; their resume tokens are in "
-            f"{escape(str(run.journal))}[/]"
-        )
-    console.print(f"Outcomes: {escape(str(run.journal))}")
+    excluded = sum(1 for skip in run.plan.skips if skip.code.value == "excluded")
+    if excluded:
+        console.print(f"{excluded} machine(s) tagged to be left alone were not assessed.")
+    console.print(
+        f"Journalled as run {escape(run.run.id)} in the store (`hotpatch history MACHINE` "
+        "shows each machine's operations)."
+    )
 
 
-def _assess_csv(machines: Sequence[MachineRef], run: AssessRun | None) -> str:
+def _assess_csv(machines: Sequence[MachineRef], outcomes: dict[str, str] | None) -> str:
     from hotpatch.report import csv_text
 
-    outcomes: dict[str, str] = {}
-    if run is not None:
-        for line in run.journal.read_text(encoding="utf-8").splitlines():
-            outcome = OperationOutcome.model_validate_json(line)
-            outcomes[outcome.machine.key] = outcome.status.value
     rows = [
-        [m.id, "assess", outcomes.get(m.key, "not_started" if run is None else "unknown")]
+        [
+            m.id,
+            "assess",
+            "not_started" if outcomes is None else outcomes.get(m.key, "not_started"),
+        ]
         for m in machines
     ]
     return csv_text(("id", "action", "outcome"), rows)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from hotpatch.bulk import collector_paused
@@ -32,9 +29,6 @@ from hotpatch.ports.inventory import (
 from hotpatch.ports.patch_operations import (
     Clock,
     MachineRef,
-    OperationOutcome,
-    OutcomeCallback,
-    PatchOperations,
 )
 from hotpatch.ports.store import (
     JournalRecord,
@@ -412,60 +406,3 @@ def assessment_targets(verdicts: Iterable[Verdict]) -> list[MachineRef]:
             machine = MachineRef.parse(verdict.id)
             targets.setdefault(machine.key, machine)
     return list(targets.values())
-
-
-@dataclass(frozen=True, slots=True)
-class AssessRun:
-    """What `assess` did: outcomes by status, the journal holding each one, and whether the
-    run was interrupted (the journal then holds what it learnt, resume tokens included)."""
-
-    journal: Path
-    counts: dict[str, int]
-    resumable: int
-    interrupted: bool
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "journal": str(self.journal),
-            "outcomes": dict(sorted(self.counts.items())),
-            "resumable": self.resumable,
-            "interrupted": self.interrupted,
-        }
-
-
-def assess(
-    patch_operations: Callable[[], AbstractAsyncContextManager[PatchOperations]],
-    machines: Sequence[MachineRef],
-    journal: Path,
-    *,
-    on_outcome: OutcomeCallback | None = None,
-) -> AssessRun:
-    """Start an assessment on every machine; one outcome per machine in the `journal` (JSON
-    lines, written ahead as each is known, in a new file that no other run shares).
-
-    Ctrl-C cancels the batch: each machine's task reports how far it got (with the resume
-    token of an operation already started) before the run returns `interrupted`.
-    """
-    counts: Counter[str] = Counter()
-    resumable = 0
-    with journal.open("x", encoding="utf-8") as lines:
-
-        def record(outcome: OperationOutcome) -> None:
-            nonlocal resumable
-            lines.write(outcome.model_dump_json() + "\n")
-            lines.flush()
-            counts[outcome.status.value] += 1
-            resumable += outcome.resumable
-            if on_outcome is not None:
-                on_outcome(outcome)
-
-        async def run() -> None:
-            async with patch_operations() as operations:
-                await operations.assess(machines, on_outcome=record)
-
-        interrupted = False
-        try:
-            asyncio.run(run())
-        except KeyboardInterrupt:
-            interrupted = True
-    return AssessRun(journal, dict(counts), resumable, interrupted)

@@ -1,8 +1,8 @@
-"""`hotpatch assess`: a dry run changes nothing; --yes assesses exactly the machines due."""
+"""`hotpatch assess`: a dry run changes nothing; --yes assesses exactly the machines due, each
+journalled in the store before its request is sent."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,11 +11,13 @@ import pytest
 from hotpatch.cli import main
 from hotpatch.core.models import Action
 from hotpatch.data import shipped_release_catalog
+from hotpatch.ports.store import JournalRecord, JournalStatus
 from hotpatch.sandbox.estate import EstateSpec, generate_estate
 from hotpatch.sandbox.request_log import read_requests
 from hotpatch.sandbox.server import Sandbox
 from hotpatch.service import Rules, evaluate_rows
 from hotpatch.settings import Settings
+from hotpatch.store import open_store
 from tests.integration.conftest import FEBRUARY
 
 
@@ -35,7 +37,7 @@ def run(capsys: pytest.CaptureFixture[str], sandbox: Sandbox, tmp_path: Path, *e
             "1000",
             *extra,
         ],
-        environ={},
+        environ={"HOTPATCH_STORE": str(tmp_path / "store")},
     )
     out, _ = capsys.readouterr()
     assert code == 0, out
@@ -76,17 +78,27 @@ def test_yes_assesses_every_machine_due_arc_included_and_a_second_run_finds_none
     dry = run(capsys, sandbox, tmp_path)
     due = [line.split()[-1] for line in dry.splitlines() if line.strip().startswith("would assess")]
     out = run(capsys, sandbox, tmp_path, "--yes")
-    (journal,) = (tmp_path / "reports").glob("assess-*.jsonl")
-    outcomes = [json.loads(line) for line in journal.read_text().splitlines()]
-    assert sorted(o["machine_id"].casefold() for o in outcomes) == sorted(m.casefold() for m in due)
-    assert {o["status"] for o in outcomes} == {"succeeded"}
+    journal = journal_of(tmp_path / "store")
+    assert sorted(r.machine_id.casefold() for r in journal) == sorted(m.casefold() for m in due)
+    assert {r.status for r in journal} == {JournalStatus.SUCCEEDED}
+    # Each was journalled with the request id it was sent with.
+    sent = {r.machine_key: r.client_request_id for r in read_requests(sandbox.state_dir)}  # type: ignore[arg-type]
+    assert {r.machine_id.casefold(): r.client_request_id for r in journal} == sent
     # Arc machines due went through Hybrid Compute (the estate has some: not vacuous).
     assert state_dir_requests(sandbox, "microsoft.hybridcompute")
-    assert sandbox.counters().operations_started == len(outcomes)
+    assert sandbox.counters().operations_started == len(journal)
     assert "Assessments:" in out
     again = run(capsys, sandbox, tmp_path)
     still_due = [line for line in again.splitlines() if line.strip().startswith("would assess")]
     assert still_due == []
+
+
+def journal_of(store_dir: Path) -> list[JournalRecord]:
+    store = open_store(str(store_dir))
+    try:
+        return store.journal()
+    finally:
+        store.close()
 
 
 def state_dir_requests(sandbox: Sandbox, provider: str) -> list[str]:

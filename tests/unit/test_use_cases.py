@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-import pytest
-
-from hotpatch.fakes import FakePatchOperations, InMemoryInventory, Scripted
+from hotpatch.core.plan import Mode, RemediationPolicy
+from hotpatch.fakes import FakePatchOperations, InMemoryInventory, MemoryStore, Scripted
 from hotpatch.ports import MachineRef, OperationKind, OutcomeStatus, PatchOperations, Scope
-from hotpatch.service import Rules, assess, assessment_targets, sweep
+from hotpatch.ports.store import JournalStatus, VerdictRow
+from hotpatch.remediation import Remediation
+from hotpatch.service import Rules, assessment_targets, sweep
 from hotpatch.settings import Settings
 from tests.builders import NOW, vm_id, vm_row
 
@@ -40,7 +39,7 @@ def test_assessment_targets_name_each_machine_once_whatever_its_case() -> None:
 
 def opener_of(
     operations: PatchOperations,
-) -> object:
+) -> Callable[[], AbstractAsyncContextManager[PatchOperations]]:
     @asynccontextmanager
     async def opened() -> AsyncIterator[PatchOperations]:
         yield operations
@@ -48,25 +47,39 @@ def opener_of(
     return opened
 
 
-def test_assess_writes_one_outcome_per_machine_to_a_journal_of_its_own(tmp_path: Path) -> None:
+def test_an_assess_only_remediation_journals_every_assessment_due_and_its_outcome() -> None:
+    # What `hotpatch assess --yes` runs: each assessment is in the journal before it is sent.
+    rows = [vm_row("vm-a", build=None), vm_row("vm-b", build=None), vm_row("vm-c")]
+    swept = sweep(InMemoryInventory(rows), Scope(), RULES, now=NOW).evaluation.verdicts
+    due = assessment_targets(swept)
+    assert len(due) >= 2, "the builder's machines without a build have no assessment"
     fake = FakePatchOperations(clock=lambda: NOW)
-    machines = [MachineRef.parse(vm_id("vm-a")), MachineRef.parse(vm_id("vm-b"))]
-    fake.script(machines[1], OperationKind.ASSESS, _conflict())
-    journal = tmp_path / "assess.jsonl"
-    heard: list[str] = []
-    run = assess(
-        opener_of(fake),  # type: ignore[arg-type]
-        machines,
-        journal,
-        on_outcome=lambda outcome: heard.append(outcome.machine_id),
+    fake.script(
+        due[1],
+        OperationKind.ASSESS,
+        Scripted(OutcomeStatus.CONFLICT, error_code="OperationNotAllowed"),
     )
-    lines = [json.loads(line) for line in journal.read_text().splitlines()]
-    assert [line["machine_id"] for line in lines] == heard == [m.id for m in machines]
-    assert run.counts == {"succeeded": 1, "conflict": 1}
-    assert not run.interrupted
-    with pytest.raises(FileExistsError):
-        assess(opener_of(fake), machines, journal)  # type: ignore[arg-type]
+    store = MemoryStore()
+    remediation = Remediation(
+        store=store,
+        patch_operations=opener_of(fake),
+        installations=InMemoryInventory([]),
+        scope=Scope(),
+        policy=RemediationPolicy(mode=Mode.ASSESS, max_starts_per_run=len(swept)),
+        calendar=RULES.calendar,
+        clock=lambda: NOW,
+        who="test",
+    )
+    run = remediation.run(lambda: [VerdictRow.from_verdict(v) for v in swept], apply=True)
 
-
-def _conflict() -> Scripted:
-    return Scripted(OutcomeStatus.CONFLICT, error_code="OperationNotAllowed")
+    journal = {r.machine_id.casefold(): r for r in store.journal()}
+    assert sorted(journal) == sorted(m.key for m in due)
+    assert journal[due[0].key].status is JournalStatus.SUCCEEDED
+    # Refused: nothing ran on the machine, and the journal says so with Azure's reason.
+    assert journal[due[1].key].status is JournalStatus.UNKNOWN
+    assert "OperationNotAllowed" in (journal[due[1].key].detail or "")
+    assert {fake.client_request_id(m, "assess") for m in due} == {
+        r.client_request_id for r in journal.values()
+    }
+    assert run.applied is not None
+    assert run.applied.outcomes == {"succeeded": len(due) - 1, "unknown": 1}
