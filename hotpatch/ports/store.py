@@ -332,6 +332,18 @@ class KbBlock(StoreRecord):
         return self.expires is None or now < self.expires
 
 
+class StoredCatalog(StoreRecord):
+    """A data document the service refreshed into the store (the release catalog the `catalog`
+    timer rebuilt from Microsoft's release page): it is in force over the shipped one."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    #: The document, as the catalog file holds it (`hotpatch/data/releases.json`'s shape).
+    document: dict[str, Any]
+    #: Where it was read from (the page's URL).
+    source: str
+    refreshed_at: UtcDatetime
+
+
 class Lease(StoreRecord):
     """A named lease: only its holder may act until it expires."""
 
@@ -388,6 +400,11 @@ class History(Protocol):
         """A machine's transitions within the retention period, oldest first."""
         ...
 
+    def transitions(self, run_id: str) -> list[Transition]:
+        """The transitions the snapshot of sweep `run_id` recorded when it was committed
+        (empty for a run that committed none), in no particular order."""
+        ...
+
 
 class RunLog(Protocol):
     def save_run(self, run: RunRecord) -> None: ...
@@ -440,7 +457,15 @@ class Leases(Protocol):
         ...
 
 
-class Store(Snapshots, History, RunLog, Journal, Rollout, Leases, Protocol):
+class Catalogs(Protocol):
+    def save_catalog(self, catalog: StoredCatalog) -> None:
+        """Keep `catalog` under its name, replacing the one kept before."""
+        ...
+
+    def catalog(self, name: str) -> StoredCatalog | None: ...
+
+
+class Store(Snapshots, History, RunLog, Journal, Rollout, Catalogs, Leases, Protocol):
     """Everything the service remembers."""
 
     def close(self) -> None: ...

@@ -48,6 +48,7 @@ from hotpatch.ports.store import (
     RunRecord,
     SnapshotInfo,
     SnapshotWriter,
+    StoredCatalog,
     Transition,
     machine_digest,
 )
@@ -340,14 +341,7 @@ class AzureStore(snapshots.SnapshotReads):
                 )
             } | {latest}
             found = [
-                Transition(
-                    machine_id=entity["machine_id"],
-                    from_state=entity["from_state"] or None,
-                    to_state=entity["to_state"] or None,
-                    at=datetime.strptime(entity["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
-                    run_id=entity["run_id"],
-                    reasons=tuple(entity["reasons"].split(",")) if entity["reasons"] else (),
-                )
+                _transition(entity)
                 for entity in self._tables["transitions"].query_entities(
                     "PartitionKey eq @bucket and RowKey gt @low and RowKey lt @high",
                     # '-' < '.' in ASCII: every RowKey of this machine lies between the two.
@@ -360,6 +354,24 @@ class AzureStore(snapshots.SnapshotReads):
                 if entity["run_id"] in committed
             ]
         return sorted(found, key=lambda t: t.at)
+
+    def transitions(self, run_id: str) -> list[Transition]:
+        # Partitioned by machine: a run's transitions are read by a filtered scan of the table,
+        # which holds only changes (a steady sweep adds a few percent of the estate).
+        check_run_id(run_id)
+        with _azure(f"reading the transitions of run {run_id}"):
+            try:
+                entity = self._tables["snapshots"].get_entity("snapshot", run_id)
+            except ResourceNotFoundError:
+                return []
+            if not entity.get("committed") and self._pointer()[0] != run_id:
+                return []  # its commit did not finish: history does not show them either
+            return [
+                _transition(entity)
+                for entity in self._tables["transitions"].query_entities(
+                    "run_id eq @run", parameters={"run": run_id}
+                )
+            ]
 
     # Runs ------------------------------------------------------------------------------------
 
@@ -535,6 +547,27 @@ class AzureStore(snapshots.SnapshotReads):
             ]
         return sorted(found, key=lambda b: b.kb)
 
+    # Catalogs --------------------------------------------------------------------------------
+
+    def save_catalog(self, catalog: StoredCatalog) -> None:
+        # A blob, not a table property: a catalog grows by a few rows a month past 64 KiB.
+        with _azure(f"saving catalog {catalog.name}"):
+            self._container.upload_blob(
+                self._catalog_blob(catalog.name), catalog.model_dump_json().encode(), overwrite=True
+            )
+
+    def catalog(self, name: str) -> StoredCatalog | None:
+        with _azure(f"reading catalog {name}"):
+            try:
+                data = self._container.download_blob(self._catalog_blob(name)).readall()
+            except ResourceNotFoundError:
+                return None
+        return StoredCatalog.model_validate_json(data)
+
+    @staticmethod
+    def _catalog_blob(name: str) -> str:
+        return f"catalogs/{name}.json"
+
     # Leases ----------------------------------------------------------------------------------
 
     def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl: timedelta) -> Lease:
@@ -622,3 +655,14 @@ class _Writer(ChunkedWriter):
     def _discard(self) -> None:
         # Uncommitted blocks are discarded by the service after a week; nothing to delete.
         self._blocks = []
+
+
+def _transition(entity: Any) -> Transition:
+    return Transition(
+        machine_id=entity["machine_id"],
+        from_state=entity["from_state"] or None,
+        to_state=entity["to_state"] or None,
+        at=datetime.strptime(entity["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
+        run_id=entity["run_id"],
+        reasons=tuple(entity["reasons"].split(",")) if entity["reasons"] else (),
+    )

@@ -30,6 +30,7 @@ from hotpatch.ports.store import (
     RunRecord,
     SnapshotInfo,
     SnapshotWriter,
+    StoredCatalog,
     Transition,
     machine_digest,
 )
@@ -63,6 +64,7 @@ CREATE INDEX IF NOT EXISTS journal_by_status ON journal (status);
 CREATE TABLE IF NOT EXISTS rings (
     ring TEXT NOT NULL, release TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (ring, release));
 CREATE TABLE IF NOT EXISTS kb_blocks (kb TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS catalogs (name TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires TEXT NOT NULL);
 """
@@ -266,11 +268,23 @@ class EmbeddedStore(snapshots.SnapshotReads):
     # History ---------------------------------------------------------------------------------
 
     def history(self, machine_id: str) -> list[Transition]:
-        found = self._read(
+        return self._transitions(
             "SELECT machine_id, from_state, to_state, at, run_id, reasons FROM transitions"
             " WHERE machine = ? ORDER BY at, rowid",
             (machine_digest(machine_id),),
         )
+
+    def transitions(self, run_id: str) -> list[Transition]:
+        # Through the index on `at`: a run's transitions all carry its snapshot's time.
+        return self._transitions(
+            "SELECT t.machine_id, t.from_state, t.to_state, t.at, t.run_id, t.reasons"
+            " FROM snapshots s JOIN transitions t ON t.at = s.taken_at AND t.run_id = s.run_id"
+            " WHERE s.run_id = ?",
+            (run_id,),
+        )
+
+    def _transitions(self, sql: str, parameters: tuple[object, ...]) -> list[Transition]:
+        found = self._read(sql, parameters)
         return [
             Transition(
                 machine_id=str(mid),
@@ -409,6 +423,20 @@ class EmbeddedStore(snapshots.SnapshotReads):
     def kb_blocks(self) -> list[KbBlock]:
         found = self._read("SELECT record FROM kb_blocks ORDER BY kb")
         return [KbBlock.model_validate_json(str(record)) for (record,) in found]
+
+    # Catalogs --------------------------------------------------------------------------------
+
+    def save_catalog(self, catalog: StoredCatalog) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO catalogs (name, record) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+                (catalog.name, catalog.model_dump_json()),
+            )
+
+    def catalog(self, name: str) -> StoredCatalog | None:
+        found = self._read("SELECT record FROM catalogs WHERE name = ?", (name,))
+        return StoredCatalog.model_validate_json(str(found[0][0])) if found else None
 
     # Leases ----------------------------------------------------------------------------------
 

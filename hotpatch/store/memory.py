@@ -22,6 +22,7 @@ from hotpatch.ports.store import (
     RunRecord,
     SnapshotInfo,
     SnapshotWriter,
+    StoredCatalog,
     Transition,
     machine_key,
 )
@@ -48,6 +49,7 @@ class MemoryStore(snapshots.SnapshotReads):
         self._rings: dict[tuple[str, str], RingState] = {}
         self._blocks: dict[str, KbBlock] = {}
         self._leases: dict[str, Lease] = {}
+        self._catalogs: dict[str, StoredCatalog] = {}
         self._versions = itertools.count(1)
 
     # Snapshots -------------------------------------------------------------------------------
@@ -77,6 +79,10 @@ class MemoryStore(snapshots.SnapshotReads):
         with self._lock:
             found = [t for t in self._transitions if machine_key(t.machine_id) == key]
         return sorted(found, key=lambda t: t.at)
+
+    def transitions(self, run_id: str) -> list[Transition]:
+        with self._lock:
+            return [t for t in self._transitions if t.run_id == run_id]
 
     # Runs ------------------------------------------------------------------------------------
 
@@ -161,6 +167,16 @@ class MemoryStore(snapshots.SnapshotReads):
     def kb_blocks(self) -> list[KbBlock]:
         with self._lock:
             return sorted(self._blocks.values(), key=lambda b: b.kb)
+
+    # Catalogs --------------------------------------------------------------------------------
+
+    def save_catalog(self, catalog: StoredCatalog) -> None:
+        with self._lock:
+            self._catalogs[catalog.name] = catalog
+
+    def catalog(self, name: str) -> StoredCatalog | None:
+        with self._lock:
+            return self._catalogs.get(name)
 
     # Leases ----------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from hotpatch.ports.store import (
     RunKind,
     RunRecord,
     Store,
+    StoredCatalog,
     VerdictQuery,
     VerdictRow,
     operation_key,
@@ -35,6 +36,7 @@ from tests.integration.azurite import azurite_connection_string
 __all__ = ["azurite_connection_string"]
 
 T0 = datetime(2026, 5, 19, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
 SUBSCRIPTIONS = ("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222")
 #: A small chunk size, so that a few dozen rows already span several chunks.
 CHUNK_ROWS = 7
@@ -339,6 +341,44 @@ def test_history_holds_what_changed_not_every_sweep(store: Store) -> None:
         (None, State.COMPLIANT),
         (State.COMPLIANT, None),
     ]
+
+
+def test_a_run_s_transitions_are_those_its_snapshot_recorded_and_no_other(store: Store) -> None:
+    steady = {n: State.COMPLIANT for n in range(6)}
+    snapshot(store, "run-1", estate(6, steady), T0)
+    snapshot(store, "run-2", estate(6, steady), T0 + timedelta(days=1))
+    snapshot(store, "run-3", estate(5, {**steady, 2: State.NON_COMPLIANT}), T0 + timedelta(days=2))
+
+    assert len(store.transitions("run-1")) == 6
+    assert store.transitions("run-2") == []
+    moved = sorted(
+        ((t.machine_id, t.from_state, t.to_state) for t in store.transitions("run-3")),
+        key=str,
+    )
+    assert moved == sorted(
+        [
+            (machine(2).id, State.COMPLIANT, State.NON_COMPLIANT),
+            (machine(5).id, State.COMPLIANT, None),
+        ],
+        key=str,
+    )
+    assert store.transitions("run-never") == []
+
+
+def test_a_stored_catalog_is_kept_by_name_and_replaced_whole(store: Store) -> None:
+    assert store.catalog("releases") is None
+    first = StoredCatalog(
+        name="releases",
+        document={"releases": [{"os": "ws2025", "kb": "KB5000001"}], "covers_through": "2026-05"},
+        source="https://example.test/page",
+        refreshed_at=T0,
+    )
+    store.save_catalog(first)
+    assert store.catalog("releases") == first
+    second = first.model_copy(update={"document": {"releases": []}, "refreshed_at": T0 + DAY})
+    store.save_catalog(second)
+    assert store.catalog("releases") == second
+    assert store.catalog("images") is None
 
 
 def test_transitions_older_than_the_retention_are_dropped(open_store: Opener) -> None:
