@@ -27,6 +27,13 @@ PREFIX = "HOTPATCH_"
 MAX_ASSESSMENT_AGE_HOURS = 24 * 366
 #: A subscription id is a GUID (ARM rejects anything else in /subscriptions/{id}).
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+#: The six fields of an NCRONTAB expression, as the Functions timer trigger reads them:
+#: https://learn.microsoft.com/azure/azure-functions/functions-bindings-timer#ncrontab-expressions
+_NCRONTAB_FIELDS = ("second", "minute", "hour", "day", "month", "day-of-week")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,-]+$")
+#: Microsoft's Windows Server release information page (hotpatch.release_page reads it); the
+#: same address here, so that reading the settings loads no HTML parser.
+PAGE_URL = "https://learn.microsoft.com/windows/release-health/windows-server-release-info"
 #: Management group ids: up to 90 letters, digits, hyphens, underscores, periods and
 #: parentheses, not ending in a period.
 #: (Microsoft.Management in
@@ -90,6 +97,39 @@ class Settings(BaseModel):
         description="the compliance store: a directory, sqlite:///path, an https:// blob "
         "endpoint or a storage connection string (hotpatch.store.open_store)",
     )
+
+    sweep_schedule: str = Field(
+        default="0 0 * * * *",
+        description="when the Function App's `sweep` timer runs (NCRONTAB, six fields, UTC): "
+        "hourly",
+    )
+    catalog_schedule: str = Field(
+        default="0 30 5 * * *",
+        description="when the `catalog` timer refreshes the release catalog (NCRONTAB): daily "
+        "at 05:30 UTC",
+    )
+    remediate_schedule: str = Field(
+        default="0 */30 * * * *",
+        description="when the `remediate` timer plans and queues operations (NCRONTAB): every "
+        "30 minutes",
+    )
+    catalog_source: str = Field(
+        default=PAGE_URL,
+        min_length=1,
+        description="where the `catalog` timer reads the release information page (an https "
+        "URL or a saved copy of the page)",
+    )
+
+    @field_validator("sweep_schedule", "catalog_schedule", "remediate_schedule")
+    @classmethod
+    def _ncrontab(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != len(_NCRONTAB_FIELDS) or not all(map(_CRON_FIELD.match, fields)):
+            raise ValueError(
+                f"{value!r} is not an NCRONTAB schedule: six fields, "
+                f"{' '.join(_NCRONTAB_FIELDS)} (e.g. '0 0 * * * *', hourly)"
+            )
+        return " ".join(fields)
 
     @field_validator("subscriptions", "management_groups", mode="before")
     @classmethod

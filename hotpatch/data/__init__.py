@@ -76,6 +76,12 @@ def load_image_catalog(path: Path | None = None) -> ImageCatalog:
 def load_release_catalog(path: Path | None = None) -> ReleaseCatalog:
     """The shipped release catalog, or the operator's replacement at `path`."""
     label, document = _read(path, RELEASES_FILE)
+    return release_catalog_of(label, document)
+
+
+def release_catalog_of(label: str, document: Any) -> ReleaseCatalog:
+    """A release catalog document (as read from a file, or kept in the store) validated;
+    DataFileError names `label` and the entry at fault."""
     parsed = _validate(ReleaseCatalogFile, label, document)
     first_of_month: dict[tuple[str, str], int] = {}
     for index, release in enumerate(parsed.releases):
@@ -107,6 +113,7 @@ __all__ = [
     "Release",
     "load_image_catalog",
     "load_release_catalog",
+    "release_catalog_of",
     "shipped_image_catalog",
     "shipped_release_catalog",
 ]
