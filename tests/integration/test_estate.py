@@ -496,10 +496,10 @@ def test_hotpatch_machine_assessment_mix(estate: Estate) -> None:
 def test_ring_tags_follow_the_shares(estate: Estate) -> None:
     rings = Counter(row["tags"].get("hotpatch-ring") for row in estate.resources)
     total = sum(rings.values())
-    assert share(rings["0"], total) == pytest.approx(0.05, abs=0.015)
-    assert share(rings["1"], total) == pytest.approx(0.25, abs=0.02)
+    assert share(rings["ring0"], total) == pytest.approx(0.05, abs=0.015)
+    assert share(rings["ring1"], total) == pytest.approx(0.25, abs=0.02)
     assert share(rings[None], total) == pytest.approx(0.08, abs=0.015)
-    assert share(rings["2"], total) == pytest.approx(0.62, abs=0.02)
+    assert share(rings["ring2"], total) == pytest.approx(0.62, abs=0.02)
     assert len({row["location"] for row in estate.resources}) >= 6
 
 

@@ -152,10 +152,10 @@ CRITICAL_MISSING_SHARE = 0.25
 #: `hotpatch-ring` tag values; None = no ring tag.
 RING_TAG = "hotpatch-ring"
 RING_SHARES: tuple[tuple[str | None, float], ...] = (
-    ("0", 0.05),
-    ("1", 0.25),
+    ("ring0", 0.05),
+    ("ring1", 0.25),
     (None, 0.08),
-    ("2", 0.62),
+    ("ring2", 0.62),
 )
 
 # Azure Arc.
