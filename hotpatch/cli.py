@@ -42,7 +42,7 @@ from hotpatch.plan_report import plan_json, print_plan, print_remediation, remed
 from hotpatch.policy_file import load_policy
 from hotpatch.ports import InventoryProgress, MachineRef, ProgressCallback
 from hotpatch.ports.store import RunKind, VerdictRow
-from hotpatch.remediation import RemediationRun
+from hotpatch.remediation import Remediation, RemediationRun
 from hotpatch.report import (
     ActionList,
     StreamedReport,
@@ -892,16 +892,8 @@ def _remediate(args: argparse.Namespace, world: World) -> int:
     with ExitStack() as stack:
         store = stack.enter_context(bootstrap.compliance_store(world.settings))
         target = stack.enter_context(_target(args, world, out.status))
-        now = args.now or target.as_of
-        clock = bootstrap.rehearsal_clock(now) if now is not None else world.clock
-        remediation = bootstrap.remediation(
-            world,
-            target,
-            store,
-            policy,
-            clock=clock,
-            on_progress=lambda line: out.status.print(escape(line), style="dim"),
-        )
+        remediation = _remediation(args, world, target, store, policy, status=out.status)
+        clock = remediation.clock
 
         def machines() -> list[VerdictRow]:
             rows: list[VerdictRow] = []
@@ -1055,16 +1047,7 @@ def _start_assessments(
     machines (no ring, no window: an assessment changes nothing on a machine)."""
     rows = [VerdictRow.from_verdict(v) for v in result.evaluation.verdicts]
     policy = RemediationPolicy(mode=Mode.ASSESS, max_starts_per_run=max(1, len(rows)))
-    now = args.now or target.as_of
-    clock = bootstrap.rehearsal_clock(now) if now is not None else world.clock
-    remediation = bootstrap.remediation(
-        world,
-        target,
-        store,
-        policy,
-        clock=clock,
-        on_progress=lambda line: status.print(escape(line), style="dim"),
-    )
+    remediation = _remediation(args, world, target, store, policy, status=status)
     try:
         return remediation.run(lambda: rows, apply=True)
     except KeyboardInterrupt:
@@ -1072,6 +1055,27 @@ def _start_assessments(
             "every assessment started is in the store's journal; the next assess or remediate "
             "settles them"
         ) from None
+
+
+def _remediation(
+    args: argparse.Namespace,
+    world: World,
+    target: Target,
+    store: Store,
+    policy: RemediationPolicy,
+    *,
+    status: Console,
+) -> Remediation:
+    """The use case as of `--now` (or the sandbox estate's instant), else the clock."""
+    now = args.now or target.as_of
+    return bootstrap.remediation(
+        world,
+        target,
+        store,
+        policy,
+        clock=bootstrap.rehearsal_clock(now) if now is not None else world.clock,
+        on_progress=lambda line: status.print(escape(line), style="dim", soft_wrap=True),
+    )
 
 
 def _assessment_outcomes(store: Store, run: RemediationRun) -> dict[str, str]:
