@@ -91,6 +91,11 @@ class Settings(BaseModel):
         description="the remediation policy file, YAML or JSON (unset: report mode, nothing "
         "is ever started; see examples/policy.yaml)",
     )
+    require_roles: bool = Field(
+        default=False,
+        description="the HTTP API requires App Service Authentication's principal to hold app "
+        "role Hotpatch.Read (reads) or Hotpatch.Operate (writes); off: function keys only",
+    )
     store: str = Field(
         default=".hotpatch/store",
         min_length=1,
