@@ -92,6 +92,9 @@ LAST_MONTH = YearMonth(9990, 12)
 #: The largest estate the sandbox generates (a million machines is about 3 GB of rows).
 MAX_MACHINES = 1_000_000
 MAX_SUBSCRIPTIONS = 10_000
+#: Where `hotpatch serve` listens unless told otherwise, and the shortest key it takes.
+LOOPBACK = "127.0.0.1"
+MIN_API_KEY = 16
 #: Options that describe the sandbox's estate; sweep and assess take them with --sandbox only.
 ESTATE_OPTIONS = ("machines", "seed", "subscriptions", "as_of", "import_file")
 ESTATE_DEFAULTS = {"machines": 2000, "seed": 1, "subscriptions": 4}
@@ -281,6 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_whole(1, 10_000), default=20, help="how many runs (default 20)"
     )
     runs.add_argument("--format", choices=("table", "json"), default="table")
+
+    serve_api = commands.add_parser(
+        "serve",
+        help="serve the HTTP compliance API over the store (HOTPATCH_STORE) until Ctrl-C",
+        description="Serve the HTTP API (the one the Function App serves) with uvicorn. Every "
+        "request but /api/health and /api/openapi.json must carry the API key in the "
+        "x-functions-key header or the code query parameter.",
+    )
+    serve_api.add_argument(
+        "--host",
+        default=LOOPBACK,
+        help=f"address to listen on (default {LOOPBACK}; any other needs --api-key)",
+    )
+    serve_api.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
+    serve_api.add_argument(
+        "--api-key",
+        help=f"the key callers must send (at least {MIN_API_KEY} characters; default: a new "
+        "random one, printed at start)",
+    )
 
     sandbox = commands.add_parser("sandbox", help="the local Azure-compatible sandbox")
     sandbox_commands = sandbox.add_subparsers(
@@ -475,6 +497,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _remediate(args, world)
     if args.command == "sandbox":
         return _sandbox(args, world)
+    if args.command == "serve":
+        return _serve_api(args, world)
     return _evaluate(args, world)
 
 
@@ -1292,6 +1316,50 @@ def _serve(args: argparse.Namespace, world: World, status: Console) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    return EXIT_OK
+
+
+# -- the HTTP API ---------------------------------------------------------------------------------
+
+
+def _serve_api(args: argparse.Namespace, world: World) -> int:
+    """The HTTP API over the store, with uvicorn, until SIGINT (exit 130) or SIGTERM (exit 0)."""
+    import secrets
+
+    from hotpatch.api import create_app
+    from hotpatch.api.server import base_url, bind, is_loopback, serve
+
+    if args.api_key is None and not is_loopback(args.host):
+        raise UsageError(
+            f"--host {args.host}: listening beyond this machine needs an --api-key of your "
+            "own (and the API speaks plain HTTP: put TLS in front of it)"
+        )
+    if args.api_key is not None and len(args.api_key.strip()) < MIN_API_KEY:
+        raise UsageError(f"--api-key: at least {MIN_API_KEY} characters")
+    key: str = args.api_key.strip() if args.api_key is not None else secrets.token_urlsafe(32)
+    with bootstrap.compliance_store(world.settings) as store:
+        try:
+            sock = bind(args.host, args.port)
+        except OSError as error:
+            raise UsageError(
+                f"cannot listen on {args.host}:{args.port}: {error.strerror or error}"
+            ) from error
+        url = base_url(sock)
+        stdout = sys.stdout
+        _say(stdout, f"hotpatch API listening on {url}")
+        _say(stdout, "API key: " + ("as given (--api-key)" if args.api_key else key))
+        shown = "$HOTPATCH_API_KEY" if args.api_key else key
+        _say(stdout, f"  curl -H 'x-functions-key: {shown}' {url}/api/compliance/summary")
+        _say(stdout, f"OpenAPI document: {url}/api/openapi.json")
+        # uvicorn stops gracefully on SIGINT and SIGTERM, then raises the signal again: Ctrl-C
+        # becomes KeyboardInterrupt (exit 130), and SIGTERM, handled here, a clean exit 0.
+        previous = _on_sigterm(lambda *_: None)
+        try:
+            serve(create_app(store, world, api_key=key), sock)
+        finally:
+            sock.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     return EXIT_OK
 
 
