@@ -61,3 +61,14 @@ def test_no_generated_request_gets_a_5xx_or_an_answer_its_schema_does_not_allow(
         # before 9991: such well-formed requests are refused with a 400 problem, as documented.
         excluded_checks=[positive_data_acceptance],
     )
+
+
+def test_the_readme_names_every_endpoint_of_the_document() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## HTTP API", 1)[1].split("\n## ", 1)[0]
+    for path, operations in document()["paths"].items():
+        for method in operations:
+            if path != "/api/openapi.json":
+                assert f"`{method.upper()} {path}" in section, (method, path)
