@@ -20,15 +20,17 @@ was written stays written.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.plan import (
@@ -79,6 +81,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 PatchOperationsOpener = Callable[[], AbstractAsyncContextManager[PatchOperations]]
 
@@ -91,6 +94,9 @@ CLOCK_SKEW = timedelta(minutes=5)
 #: Resource Graph may list an accepted installation this late; until then an unseen request
 #: is not known to be lost, and is not sent again.
 RECONCILE_AFTER = timedelta(minutes=30)
+#: Operations journalled together before their requests leave: the first requests go once the
+#: first chunk is durable, while the next chunks are journalled.
+JOURNAL_CHUNK = 50
 
 _OUTCOME_STATUS: Mapping[OutcomeStatus, JournalStatus] = {
     OutcomeStatus.SUCCEEDED: JournalStatus.SUCCEEDED,
@@ -423,39 +429,41 @@ class Remediation:
         run_id: str,
         applied: Applied,
     ) -> None:
-        batches = _batches(operations)
+        """Start every operation in one client session, the write-ahead kept per chunk: a
+        chunk's records are durable before any of its requests leaves, and the next chunk is
+        journalled while the ones before are sent and followed. Journal writes run on one thread
+        of their own, so the event loop paces, sends and polls while the disk syncs."""
         total = len(resend) + len(operations)
-        if total:
-            self._progress(f"starting {total} operation(s)")
-        for lost in resend:
-            # Written ahead again: one more request, under the same key and request id.
+        if not total:
+            return
+        self._progress(f"starting {total} operation(s)")
+        #: Succeeded installs whose result did not list the KBs (Azure Arc's lists only counts).
+        unlisted: list[JournalRecord] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal") as journal:
             try:
-                record = self._update(lost, requests=lost.requests + 1, detail="sent again")
+                asyncio.run(
+                    _Starts(self, journal, run_id, applied, unlisted).run(resend, operations)
+                )
+            except KeyboardInterrupt:
+                applied.stopped = "interrupted"
+                raise
+        if unlisted and not applied.stopped:
+            self._read_installed_kbs(unlisted)
+
+    def _journal_chunk(
+        self, operations: Sequence[PlannedOperation], run_id: str, spec: InstallSpec | None
+    ) -> tuple[list[JournalRecord], str | None]:
+        """Journal these operations as started; the records written, and why it stopped early
+        (the store failed) if it did."""
+        records: list[JournalRecord] = []
+        for operation in operations:
+            try:
+                records.append(self._journal_start(operation, run_id, spec))
+            except StoreConflictError:
+                continue  # another run journalled it first: it is that run's to follow
             except (StoreError, OSError) as error:
-                applied.stopped = f"the journal could not be written: {error}"
-                return
-            parameters = (
-                InstallParameters.model_validate(record.parameters) if record.parameters else None
-            )
-            self._send([record], parameters, applied)
-            if applied.stopped:
-                return
-        for kind, spec, group in batches:
-            records: list[JournalRecord] = []
-            for operation in group:
-                try:
-                    records.append(self._journal_start(operation, run_id, spec))
-                except StoreConflictError:
-                    continue  # another run journalled it first: it is that run's to follow
-                except (StoreError, OSError) as error:
-                    applied.stopped = f"the journal could not be written: {error}"
-                if applied.stopped:
-                    break
-            parameters = install_parameters(spec) if spec is not None else None
-            if records:
-                self._send(records, parameters if kind is OperationKind.INSTALL else None, applied)
-            if applied.stopped:
-                return
+                return records, f"the journal could not be written: {error}"
+        return records, None
 
     def _journal_start(
         self, operation: PlannedOperation, run_id: str, spec: InstallSpec | None
@@ -477,54 +485,6 @@ class Remediation:
             }
         )
         return self.store.journal_start(record)
-
-    def _send(
-        self,
-        records: Sequence[JournalRecord],
-        parameters: InstallParameters | None,
-        applied: Applied,
-    ) -> None:
-        by_machine = {r.machine_id.casefold(): r for r in records}
-        machines = [MachineRef.parse(r.machine_id) for r in records]
-        request_ids = {MachineRef.parse(r.machine_id).key: r.client_request_id for r in records}
-        applied.started += len(records)
-        #: Succeeded installs whose result did not list the KBs (Azure Arc's lists only counts).
-        unlisted: list[JournalRecord] = []
-
-        def heard(outcome: OperationOutcome) -> None:
-            record = by_machine.get(outcome.machine_id.casefold())
-            if record is None:
-                return
-            try:
-                updated = self._record_outcome(record, outcome)
-            except (StoreError, OSError) as error:
-                # The outcome is not lost for good: the record stays open, and the next run
-                # reads it back from Azure. But nothing new starts on a failing store.
-                applied.stopped = f"the journal could not be written: {error}"
-                return
-            applied.outcomes[updated.status.value] += 1
-            if updated.status is JournalStatus.SUCCEEDED and not outcome.installed_kbs_complete:
-                unlisted.append(updated)
-            self._progress(f"{updated.status.value}: {outcome.machine_id}")
-
-        async def send() -> None:
-            async with self.patch_operations() as operations:
-                if parameters is None:
-                    await operations.assess(
-                        machines, on_outcome=heard, client_request_ids=request_ids
-                    )
-                else:
-                    await operations.install(
-                        machines, parameters, on_outcome=heard, client_request_ids=request_ids
-                    )
-
-        try:
-            asyncio.run(send())
-        except KeyboardInterrupt:
-            applied.stopped = "interrupted"
-            raise
-        if parameters is not None and unlisted and not applied.stopped:
-            self._read_installed_kbs(unlisted)
 
     def _read_installed_kbs(self, records: Sequence[JournalRecord]) -> None:
         """The KBs of installs whose result only counted them, as Resource Graph lists them:
@@ -591,6 +551,126 @@ class Remediation:
             self.on_progress(message)
 
 
+class _Starts:
+    """One apply's starts, in one event loop and one patch-operations session (so that every
+    batch shares the adapter's write pacing, concurrency and connections), with every journal
+    write on the `journal` thread."""
+
+    def __init__(
+        self,
+        remediation: Remediation,
+        journal: ThreadPoolExecutor,
+        run_id: str,
+        applied: Applied,
+        unlisted: list[JournalRecord],
+    ) -> None:
+        self._remediation = remediation
+        self._journal = journal
+        self._run_id = run_id
+        self._applied = applied
+        self._unlisted = unlisted
+        #: Each outcome's journal write, with what it tells `applied`.
+        self._settling: list[asyncio.Task[None]] = []
+
+    async def _write(self, call: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._journal, call)
+
+    async def run(
+        self, resend: Sequence[JournalRecord], operations: Sequence[PlannedOperation]
+    ) -> None:
+        remediation, applied = self._remediation, self._applied
+        try:
+            async with remediation.patch_operations() as port, asyncio.TaskGroup() as sends:
+                for lost in resend:
+                    # Written ahead again: one more request, under the same key and request id.
+                    try:
+                        record = await self._write(
+                            functools.partial(
+                                remediation._update,
+                                lost,
+                                requests=lost.requests + 1,
+                                detail="sent again",
+                            )
+                        )
+                    except (StoreError, OSError) as error:
+                        applied.stopped = f"the journal could not be written: {error}"
+                        return
+                    parameters = (
+                        InstallParameters.model_validate(record.parameters)
+                        if record.parameters
+                        else None
+                    )
+                    applied.started += 1
+                    sends.create_task(self._send(port, [record], parameters))
+                for kind, spec, planned in _batches(operations):
+                    parameters = (
+                        install_parameters(spec)
+                        if kind is OperationKind.INSTALL and spec is not None
+                        else None
+                    )
+                    # The first chunks hold work for every subscription: each has a write quota
+                    # and a share of the adapter's concurrency of its own.
+                    group = _across_subscriptions(planned)
+                    for at in range(0, len(group), JOURNAL_CHUNK):
+                        if applied.stopped:
+                            return
+                        chunk = group[at : at + JOURNAL_CHUNK]
+                        records, stopped = await self._write(
+                            functools.partial(remediation._journal_chunk, chunk, self._run_id, spec)
+                        )
+                        if records:
+                            applied.started += len(records)
+                            sends.create_task(self._send(port, records, parameters))
+                        if stopped is not None:
+                            applied.stopped = stopped
+        finally:
+            # Every outcome heard is journalled before the run ends, interrupted or not.
+            if self._settling:
+                await asyncio.gather(*self._settling, return_exceptions=True)
+
+    async def _send(
+        self,
+        port: PatchOperations,
+        records: Sequence[JournalRecord],
+        parameters: InstallParameters | None,
+    ) -> None:
+        by_machine = {r.machine_id.casefold(): r for r in records}
+        machines = [MachineRef.parse(r.machine_id) for r in records]
+        request_ids = {MachineRef.parse(r.machine_id).key: r.client_request_id for r in records}
+
+        def heard(outcome: OperationOutcome) -> None:
+            record = by_machine.get(outcome.machine_id.casefold())
+            if record is not None:
+                self._settling.append(asyncio.create_task(self._settle(record, outcome)))
+
+        if parameters is None:
+            await port.assess(machines, on_outcome=heard, client_request_ids=request_ids)
+        else:
+            await port.install(
+                machines, parameters, on_outcome=heard, client_request_ids=request_ids
+            )
+
+    async def _settle(self, record: JournalRecord, outcome: OperationOutcome) -> None:
+        remediation, applied = self._remediation, self._applied
+        try:
+            updated = await self._write(
+                functools.partial(remediation._record_outcome, record, outcome)
+            )
+        except (StoreError, OSError) as error:
+            # The outcome is not lost for good: the record stays open, and the next run
+            # reads it back from Azure. But nothing new starts on a failing store.
+            applied.stopped = f"the journal could not be written: {error}"
+            return
+        applied.outcomes[updated.status.value] += 1
+        if (
+            updated.status is JournalStatus.SUCCEEDED
+            and _kind(updated) is OperationKind.INSTALL
+            and not outcome.installed_kbs_complete
+        ):
+            self._unlisted.append(updated)
+        remediation._progress(f"{updated.status.value}: {outcome.machine_id}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Pieces
 # ---------------------------------------------------------------------------------------------
@@ -643,6 +723,26 @@ def _batches(
     for operation in operations:
         groups.setdefault((operation.kind, operation.install), []).append(operation)
     return [(kind, spec, group) for (kind, spec), group in groups.items()]
+
+
+def _across_subscriptions(operations: Sequence[PlannedOperation]) -> list[PlannedOperation]:
+    """The operations taken in turn from each subscription, each subscription's in plan order."""
+    queues: dict[str, list[PlannedOperation]] = {}
+    for operation in operations:
+        queues.setdefault(_subscription(operation.machine_id), []).append(operation)
+    turns = list(queues.values())
+    return [
+        queue[index]
+        for index in range(max((len(q) for q in turns), default=0))
+        for queue in turns
+        if index < len(queue)
+    ]
+
+
+def _subscription(machine_id: str) -> str:
+    """`/subscriptions/<id>/...` -> the id, casefolded ("" for an id that names none)."""
+    parts = machine_id.split("/")
+    return parts[2].casefold() if len(parts) > 2 and parts[1].casefold() == "subscriptions" else ""
 
 
 def _kind(record: JournalRecord) -> OperationKind:

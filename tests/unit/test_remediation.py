@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from hotpatch.ports.patch_operations import (
     RebootSetting,
 )
 from hotpatch.ports.store import JournalRecord, JournalStatus, RunKind, VerdictRow
-from hotpatch.remediation import Remediation
+from hotpatch.remediation import JOURNAL_CHUNK, Remediation
 
 #: Two days after May 2026's Patch Tuesday (the 12th), inside the window opened at 22:00 UTC.
 NOW = datetime(2026, 5, 14, 23, 0, tzinfo=UTC)
@@ -196,6 +197,56 @@ def test_every_install_is_journalled_with_its_request_id_before_the_request_is_s
     assert records[vm_id("vm-1")].kbs == (MAY_HOTPATCH,)
     assert records[vm_id("vm-1")].ring == "ring0"
     assert run.run.outcome == "succeeded"
+
+
+def test_every_batch_goes_through_one_session_and_each_chunk_is_journalled_before_it_is_sent(
+    world: World,
+) -> None:
+    due = [
+        dataclasses.replace(behind(f"due-{n}"), state=State.ASSESSMENT_DUE, action=Action.ASSESS)
+        for n in range(7)
+    ]
+    machines = [*(behind(f"vm-{n}") for n in range(2 * JOURNAL_CHUNK + 3)), *due]
+    opened: list[int] = []
+
+    @asynccontextmanager
+    async def counted() -> AsyncIterator[FakePatchOperations]:
+        opened.append(1)
+        yield world.operations
+
+    uncapped = RingPolicy("ring0", max_concurrent=1000, max_per_run=1000)
+    remediation = world.remediation(dataclasses.replace(POLICY, rings=(uncapped,)))
+    remediation.patch_operations = counted
+    run = remediation.run(lambda: machines, apply=True)
+
+    assert isinstance(world.operations, WitnessingOperations)
+    assert world.operations.journalled_before_sending == [True] * (2 * JOURNAL_CHUNK + 3)
+    assert {c.method for c in world.operations.calls} == {"assess", "install"}
+    assert len(opened) == 1
+    assert run.applied is not None
+    assert run.applied.outcomes == {"succeeded": len(machines)}
+
+
+def test_the_first_requests_to_leave_are_for_every_subscription_not_the_first_one_only(
+    world: World,
+) -> None:
+    other = "22222222-2222-2222-2222-222222222222"
+    elsewhere = [
+        dataclasses.replace(
+            behind(f"vm-{n}"), id=vm_id(f"vm-{n}").replace(SUB, other), subscription=other
+        )
+        for n in range(JOURNAL_CHUNK)
+    ]
+    machines = [*(behind(f"vm-{n}") for n in range(JOURNAL_CHUNK)), *elsewhere]
+    uncapped = RingPolicy("ring0", max_concurrent=1000, max_per_run=1000)
+
+    world.remediation(dataclasses.replace(POLICY, rings=(uncapped,))).run(
+        lambda: machines, apply=True
+    )
+
+    first = world.operations.calls[0]
+    assert {machine.split("/")[2] for machine in first.machine_ids} == {SUB, other}
+    assert len(installs_sent(world)) == 2 * JOURNAL_CHUNK
 
 
 def test_a_failed_install_is_journalled_as_failed(world: World) -> None:
