@@ -9,6 +9,11 @@ The order of every operation is fixed:
 3. the record is updated with the outcome (`succeeded`, `failed`), or `accepted` with the resume
    token when this run stopped following it.
 
+Planning and applying are two public steps as well as one: `run` does both in one process (the
+CLI); `prepare` settles, plans and cuts the operations into `Batch`es (one queue message each,
+by subscription), and `apply_batch` journals, starts and follows one batch (a queue worker), so
+that a batch delivered twice starts nothing twice: its operations' keys are already journalled.
+
 A later run first settles every record an earlier run left open: a resume token is followed;
 a record without one is reconciled against Azure, which lists each installation in Resource
 Graph while it runs and after: found, it takes that installation's outcome; not found after
@@ -31,6 +36,8 @@ from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.plan import (
@@ -72,10 +79,14 @@ from hotpatch.ports.store import (
 )
 
 __all__ = [
+    "BATCH_SIZE",
     "Applied",
+    "Batch",
+    "Prepared",
     "Reconciled",
     "Remediation",
     "RemediationRun",
+    "batches",
     "install_parameters",
     "rollout_state",
 ]
@@ -97,6 +108,9 @@ RECONCILE_AFTER = timedelta(minutes=30)
 #: Operations journalled together before their requests leave: the first requests go once the
 #: first chunk is durable, while the next chunks are journalled.
 JOURNAL_CHUNK = 50
+#: Operations in one batch (one queue message) at most: a Storage Queue message holds 64 KiB,
+#: 48 KiB of it once base64-encoded, and an operation takes under 1 KiB of JSON.
+BATCH_SIZE = 25
 
 _OUTCOME_STATUS: Mapping[OutcomeStatus, JournalStatus] = {
     OutcomeStatus.SUCCEEDED: JournalStatus.SUCCEEDED,
@@ -182,12 +196,16 @@ class Applied:
     outcomes: Counter[str] = field(default_factory=Counter)
     #: Set when new starts were stopped (the store failed, or Ctrl-C).
     stopped: str | None = None
+    #: Operations not started because their key was journalled already (by another run, or an
+    #: earlier delivery of the same batch): that one follows them.
+    duplicates: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
             "started": self.started,
             "outcomes": dict(sorted(self.outcomes.items())),
             "stopped": self.stopped,
+            "duplicates": self.duplicates,
         }
 
 
@@ -203,6 +221,95 @@ class RemediationRun:
     @property
     def failed(self) -> bool:
         return self.applied is not None and self.applied.stopped is not None
+
+
+class Batch(BaseModel):
+    """Planned operations one worker starts together (one queue message): one subscription and
+    one kind of operation, so that each subscription's write quota is shared fairly between
+    workers. `resend` holds open install records a reconciliation proved lost: each is sent
+    again under its key and request id, once (the record's version guards it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: The remediation run that planned it (its journal records name it).
+    run_id: str
+    #: 1, 2, ... within that run.
+    number: int = Field(ge=1)
+    subscription: str
+    kind: OperationKind
+    operations: tuple[PlannedOperation, ...] = ()
+    resend: tuple[JournalRecord, ...] = ()
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> Batch:
+        """A batch read back; ValueError says why a text is not one."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(message)"
+            raise ValueError(f"not a batch of operations: {where}: {first['msg']}") from None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (*(op.key for op in self.operations), *(r.key for r in self.resend))
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A remediation planned and cut into batches; nothing of it started yet."""
+
+    run: RunRecord
+    plan: Plan
+    reconciled: Reconciled
+    batches: tuple[Batch, ...]
+
+
+def batches(
+    run_id: str,
+    operations: Sequence[PlannedOperation],
+    resend: Sequence[JournalRecord] = (),
+    *,
+    size: int = BATCH_SIZE,
+) -> tuple[Batch, ...]:
+    """The operations in batches of at most `size`, by subscription and kind (installs also by
+    their parameters), in plan order; then the records to send again, by subscription."""
+    if size < 1:
+        raise ValueError("a batch holds at least one operation")
+    groups: dict[tuple[str, OperationKind, InstallSpec | None], list[PlannedOperation]] = {}
+    for operation in operations:
+        key = (_subscription_of(operation.machine_id), operation.kind, operation.install)
+        groups.setdefault(key, []).append(operation)
+    lost: dict[str, list[JournalRecord]] = {}
+    for record in resend:
+        lost.setdefault(_subscription_of(record.machine_id), []).append(record)
+    cut: list[Batch] = []
+    for (subscription, kind, _), group in groups.items():
+        for at in range(0, len(group), size):
+            cut.append(
+                Batch(
+                    run_id=run_id,
+                    number=len(cut) + 1,
+                    subscription=subscription,
+                    kind=kind,
+                    operations=tuple(group[at : at + size]),
+                )
+            )
+    for subscription, records in lost.items():
+        for at in range(0, len(records), size):
+            cut.append(
+                Batch(
+                    run_id=run_id,
+                    number=len(cut) + 1,
+                    subscription=subscription,
+                    kind=OperationKind.INSTALL,
+                    resend=tuple(records[at : at + size]),
+                )
+            )
+    return tuple(cut)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,6 +415,76 @@ class Remediation:
                 _save_quietly(self.store, run)
         assert decided is not None
         return RemediationRun(run, decided, reconciled, applied)
+
+    def prepare(
+        self, machines: Callable[[], Iterable[PlanMachine]], *, batch_size: int = BATCH_SIZE
+    ) -> Prepared:
+        """The first step alone: settle what earlier runs left open, plan (`machines` is called
+        after that), save the rings, and cut the operations (and the lost requests to send
+        again) into batches for `apply_batch`. Nothing is journalled or started: a batch never
+        applied is planned again by the next run. Recorded as a remediation run with outcome
+        `queued` and its batches.
+
+        Raises LeaseHeldError while another remediation holds the store's lease.
+        """
+        started = self.clock()
+        run = RunRecord(
+            id=new_run_id(started),
+            kind=RunKind.REMEDIATION,
+            who=self.who,
+            started_at=started,
+            scope=self.scope.describe(),
+            figures={"dry_run": False},
+        )
+        with self._lease():
+            self.store.save_run(run)
+            reconciled = Reconciled()
+            decided: Plan | None = None
+            cut: tuple[Batch, ...] = ()
+            outcome = "failed"
+            try:
+                resend = self._reconcile(reconciled)
+                decided = plan(
+                    machines(), self.policy, rollout_state(self.store), self.calendar, self.clock()
+                )
+                self._save_rings(decided)
+                cut = batches(run.id, decided.operations, resend, size=batch_size)
+                outcome = "queued"
+            except KeyboardInterrupt:
+                outcome = "interrupted"
+                raise
+            finally:
+                figures: dict[str, Any] = {"dry_run": False, "reconciled": reconciled.as_dict()}
+                if decided is not None:
+                    figures.update(plan_figures(decided))
+                figures["batches"] = [
+                    {
+                        "number": b.number,
+                        "subscription": b.subscription,
+                        "kind": b.kind.value,
+                        "operations": len(b.operations),
+                        "resend": len(b.resend),
+                    }
+                    for b in cut
+                ]
+                run = run.model_copy(
+                    update={"finished_at": self.clock(), "figures": figures, "outcome": outcome}
+                )
+                _save_quietly(self.store, run)
+        assert decided is not None
+        return Prepared(run, decided, reconciled, cut)
+
+    def apply_batch(self, batch: Batch) -> Applied:
+        """The second step: journal each operation of `batch` as started (durably, before its
+        request leaves), start them, follow them and journal their outcomes, as `run` does.
+
+        An operation whose key is journalled already (an earlier delivery of this batch, or
+        another run) is not started (`Applied.duplicates`); a record to send again that another
+        worker sent first is left to it. Holds no lease: batches of one run go in parallel.
+        """
+        applied = Applied()
+        self._apply(batch.resend, batch.operations, batch.run_id, applied)
+        return applied
 
     # -- the lease ----------------------------------------------------------------------------
 
@@ -592,6 +769,10 @@ class _Starts:
                                 detail="sent again",
                             )
                         )
+                    except StoreConflictError:
+                        # Another worker sent it again first (the version it read is gone).
+                        applied.duplicates += 1
+                        continue
                     except (StoreError, OSError) as error:
                         applied.stopped = f"the journal could not be written: {error}"
                         return
@@ -623,6 +804,8 @@ class _Starts:
                             sends.create_task(self._send(port, records, parameters))
                         if stopped is not None:
                             applied.stopped = stopped
+                        else:
+                            applied.duplicates += len(chunk) - len(records)
         finally:
             # Every outcome heard is journalled before the run ends, interrupted or not.
             if self._settling:
@@ -743,6 +926,15 @@ def _subscription(machine_id: str) -> str:
     """`/subscriptions/<id>/...` -> the id, casefolded ("" for an id that names none)."""
     parts = machine_id.split("/")
     return parts[2].casefold() if len(parts) > 2 and parts[1].casefold() == "subscriptions" else ""
+
+
+def _subscription_of(machine_id: str) -> str:
+    """The subscription an ARM id names (ids compare without regard to case)."""
+    parts = machine_id.split("/")
+    for index, part in enumerate(parts[:-1]):
+        if part.casefold() == "subscriptions":
+            return parts[index + 1].casefold()
+    return ""
 
 
 def _kind(record: JournalRecord) -> OperationKind:
