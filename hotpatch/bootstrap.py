@@ -68,18 +68,24 @@ def compliance_store(settings: Settings) -> Iterator[Store]:
     be made, an account the identity may not use), is a ConfigurationError naming the setting;
     its value is not repeated, since a connection string carries the account key.
     """
+    store = open_compliance_store(settings)
     try:
-        store = open_store(
+        yield store
+    finally:
+        store.close()
+
+
+def open_compliance_store(settings: Settings) -> Store:
+    """The store `HOTPATCH_STORE` names, open until its `close` (a Function App instance keeps
+    it for its life); the same errors as `compliance_store`."""
+    try:
+        return open_store(
             settings.store, managed_identity_client_id=settings.managed_identity_client_id
         )
     except ConfigurationError:
         raise
     except (StoreError, ValueError) as error:
         raise ConfigurationError(f"HOTPATCH_STORE: cannot open the store: {error}") from error
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def operator(settings: Settings) -> str:
