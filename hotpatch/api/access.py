@@ -148,7 +148,9 @@ class AccessMiddleware:
                 name.decode("latin-1").lower(): value.decode("latin-1")
                 for name, value in scope["headers"]
             }
-            query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            query: dict[str, str] = {}
+            if self.access.api_key is not None and KEY_HEADER not in headers:
+                query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
             problem = self.access.check(scope["method"], scope["path"], headers, query)
             if problem is not None:
                 await problem.response(instance=scope["path"])(scope, receive, send)

@@ -217,14 +217,14 @@ class _Api:
             headers = {}
             if next_token is not None and next_link is not None:
                 headers = {"X-Continuation-Token": next_token, "Link": f'<{next_link}>; rel="next"'}
-            text = csv_text(CSV_COLUMNS, (_csv_row(json.loads(body)) for body in page.bodies))
+            text = csv_text(CSV_COLUMNS, (_csv_row(index.document(row)) for row in page.rows))
             return Response(text, media_type="text/csv; charset=utf-8", headers=headers)
         body = b"".join(
             (
                 b'{"snapshot":',
-                _json(index.snapshot_json()),
+                index.snapshot_bytes,
                 b',"value":[',
-                b",".join(page.bodies),
+                index.items(page.rows),
                 b'],"continuationToken":',
                 _json(next_token),
                 b',"nextLink":',

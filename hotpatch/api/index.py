@@ -22,11 +22,12 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from hotpatch.core.models import OsFamily, Reason, State
+from hotpatch.core.models import OsFamily, State
 from hotpatch.errors import StoreError
 from hotpatch.ports.store import SnapshotInfo, Store, VerdictRow, machine_key
 from hotpatch.report import iso, verdict_row_json
@@ -38,7 +39,49 @@ TREND_LIMIT = 100
 #: Times an index is rebuilt when a newer sweep commits while it is being read.
 BUILD_ATTEMPTS = 3
 
-_REASONS = b',"reasons":'
+#: What differs from machine to machine. The rest of a machine's JSON is kept in parts that
+#: many machines share (a fleet has few distinct tag sets, reason sets, or combinations of
+#: state, subscription, ring and build), each distinct part once: half the memory of whole rows.
+_OWN = ("id", "name", "last_assessed")
+_SHARED = (
+    (
+        "state",
+        "eligible",
+        "action",
+        "os",
+        "subscription_id",
+        "resource_group",
+        "ring",
+        "build",
+        "release_month",
+        "next_restart",
+    ),
+    ("tags",),
+    ("reasons",),
+)
+
+
+class _Interned:
+    """One part of every row: each distinct value kept once, and which one each row has."""
+
+    def __init__(self) -> None:
+        self._of = array("I")
+        self._values: list[bytes] = []
+        self._numbers: dict[bytes, int] = {}
+
+    def add(self, value: bytes) -> None:
+        number = self._numbers.get(value)
+        if number is None:
+            number = self._numbers[value] = len(self._values)
+            self._values.append(value)
+        self._of.append(number)
+
+    def of(self, row: int) -> bytes:
+        return self._values[self._of[row]]
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _digest(text: str) -> int:
@@ -181,9 +224,9 @@ class _Lookup:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """Rows of one page (their JSON) and the row the next page starts at (None: the last)."""
+    """The rows of one page and the row the next page starts at (None: the last)."""
 
-    bodies: list[bytes]
+    rows: list[int]
     next_row: int | None
 
 
@@ -193,10 +236,10 @@ class SnapshotIndex:
     def __init__(self, info: SnapshotInfo | None, trend: Sequence[SnapshotInfo] = ()) -> None:
         self.info = info
         self.trend = tuple(trend)
-        self._prefixes: list[bytes] = []
-        self._reason_of = array("I")
-        self._reason_sets: list[bytes] = []
-        self._reason_numbers: dict[tuple[Reason, ...], int] = {}
+        #: Each machine's own fields (`_OWN`), as the start of its JSON object.
+        self._owns: list[bytes] = []
+        #: The rest of its JSON, in parts that many machines share (`_SHARED`).
+        self._parts = tuple(_Interned() for _ in _SHARED)
         self._postings = _Postings()
         self._ids = _Lookup()
         self._names = _Lookup()
@@ -206,7 +249,7 @@ class SnapshotIndex:
         return None if self.info is None else self.info.run_id
 
     def __len__(self) -> int:
-        return len(self._prefixes)
+        return len(self._owns)
 
     # -- building ---------------------------------------------------------------------------
 
@@ -221,7 +264,7 @@ class SnapshotIndex:
         ids: list[tuple[int, int]] = []
         names: list[tuple[int, int]] = []
         for row in rows:
-            number = len(index._prefixes)
+            number = len(index._owns)
             index._add(number, row)
             ids.append((_digest(row.id), number))
             names.append((_digest(row.name), number))
@@ -231,16 +274,9 @@ class SnapshotIndex:
 
     def _add(self, number: int, row: VerdictRow) -> None:
         document = verdict_row_json(row)
-        reasons = document.pop("reasons")
-        text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-        self._prefixes.append(text[:-1].encode())
-        reason_set = self._reason_numbers.get(row.reasons)
-        if reason_set is None:
-            reason_set = self._reason_numbers[row.reasons] = len(self._reason_sets)
-            self._reason_sets.append(
-                json.dumps(reasons, separators=(",", ":"), ensure_ascii=False).encode()
-            )
-        self._reason_of.append(reason_set)
+        self._owns.append(_dumps({name: document[name] for name in _OWN})[:-1])
+        for part, names in zip(self._parts, _SHARED, strict=True):
+            part.add(b"," + _dumps({name: document[name] for name in names})[1:-1])
         add = self._postings.add
         add("state", row.state.value, number)
         add("eligible", "true" if row.eligible else "false", number)
@@ -261,7 +297,7 @@ class SnapshotIndex:
 
     def body(self, row: int) -> bytes:
         """Row `row` as the API shows a machine (`hotpatch.report.verdict_row_json`)."""
-        return self._prefixes[row] + _REASONS + self._reason_sets[self._reason_of[row]] + b"}"
+        return b"".join((self._owns[row], *(part.of(row) for part in self._parts), b"}"))
 
     def find_id(self, machine_id: str) -> int | None:
         """The row of a machine by its ARM id, compared without regard to case."""
@@ -285,19 +321,42 @@ class SnapshotIndex:
         constraints = self._constraints(query)
         if constraints is None:
             return Page([], None)
-        total = len(self)
         if not constraints:
+            total = len(self)
             end = min(start + size, total)
-            return Page([self.body(r) for r in range(start, end)], end if end < total else None)
+            return Page(list(range(start, end)), end if end < total else None)
+        if len(constraints) == 1 and len(constraints[0]) == 1:
+            # One filter value (the usual question): the page is a slice of its list.
+            (rows,) = constraints[0]
+            at = bisect_left(rows, start)
+            found = rows[at : at + size + 1].tolist()
+            return Page(found[:size], found[size] if len(found) > size else None)
         constraints.sort(key=lambda lists: sum(len(rows) for rows in lists))
         driver, others = constraints[0], constraints[1:]
-        bodies: list[bytes] = []
+        chosen: list[int] = []
         for row in _merged(driver, start):
             if all(any(_contains(rows, row) for rows in lists) for lists in others):
-                if len(bodies) == size:
-                    return Page(bodies, row)
-                bodies.append(self.body(row))
-        return Page(bodies, None)
+                if len(chosen) == size:
+                    return Page(chosen, row)
+                chosen.append(row)
+        return Page(chosen, None)
+
+    def items(self, rows: Iterable[int]) -> bytes:
+        """The JSON of these rows, comma-separated (the inside of a JSON array)."""
+        owns = self._owns
+        first, second, third = ((part._values, part._of) for part in self._parts)
+        pieces: list[bytes] = []
+        for row in rows:
+            pieces += (
+                owns[row],
+                first[0][first[1][row]],
+                second[0][second[1][row]],
+                third[0][third[1][row]],
+                b"},",
+            )
+        if pieces:
+            pieces[-1] = b"}"
+        return b"".join(pieces)
 
     def _constraints(self, query: ComplianceFilter) -> list[list[array[int]]] | None:
         """The posting lists each condition allows (any of a condition's, all conditions);
@@ -327,9 +386,15 @@ class SnapshotIndex:
     # -- what the summary shows -------------------------------------------------------------
 
     def snapshot_json(self) -> dict[str, Any] | None:
+        """Which sweep this is: `{"run_id", "taken_at"}` (None before any sweep)."""
         if self.info is None:
             return None
         return {"run_id": self.info.run_id, "taken_at": iso(self.info.taken_at)}
+
+    @cached_property
+    def snapshot_bytes(self) -> bytes:
+        """`snapshot_json` as JSON, made once (every page repeats it)."""
+        return _dumps(self.snapshot_json())
 
 
 def _merged(lists: list[array[int]], start: int) -> Iterator[int]:

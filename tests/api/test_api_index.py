@@ -68,8 +68,10 @@ def test_the_index_pages_through_exactly_the_rows_the_store_lists(
     start: int | None = 0
     while start is not None:
         page = INDEX.page(query, start, size)
-        assert len(page.bodies) <= size
-        listed.extend(json.loads(body)["id"] for body in page.bodies)
+        assert len(page.rows) <= size
+        items = json.loads(b"[" + INDEX.items(page.rows) + b"]")
+        assert len(items) == len(page.rows)
+        listed.extend(item["id"] for item in items)
         start = page.next_row
     assert listed == expected
 
@@ -82,7 +84,7 @@ def test_the_index_pages_through_exactly_the_rows_the_store_lists(
 def test_a_reason_filter_lists_the_rows_holding_any_of_the_codes(codes: frozenset[str]) -> None:
     page = INDEX.page(ComplianceFilter(reasons=codes), 0, 1000)
     assert page.next_row is None
-    assert [json.loads(b)["id"] for b in page.bodies] == [
+    assert [INDEX.document(row)["id"] for row in page.rows] == [
         row.id for row in ROWS if codes & {reason.code for reason in row.reasons}
     ]
 
@@ -102,7 +104,7 @@ def test_a_machine_is_found_by_id_in_any_case_and_by_name() -> None:
 def test_an_empty_store_has_an_empty_index() -> None:
     index = build_index(MemoryStore())
     assert index.run_id is None
-    assert index.page(ComplianceFilter(), 0, 10).bodies == []
+    assert index.page(ComplianceFilter(), 0, 10).rows == []
     assert len(SnapshotIndex(None)) == 0
 
 
