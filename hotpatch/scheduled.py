@@ -18,14 +18,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from hotpatch.bootstrap import Target, World, operator
 from hotpatch.core.calendar import Calendar
-from hotpatch.core.models import Verdict
-from hotpatch.core.plan import Mode, RemediationPolicy
+from hotpatch.core.models import OsFamily, Verdict
+from hotpatch.core.plan import (
+    ASSESS_PREFIX,
+    Mode,
+    OperationKind,
+    PlannedOperation,
+    RemediationPolicy,
+)
 from hotpatch.core.releases import ReleaseCatalog
 from hotpatch.data import release_catalog_of
 from hotpatch.errors import HotpatchError, LeaseHeldError, StoreError
-from hotpatch.ports import Clock, Store
+from hotpatch.ports import Clock, Scope, Store
+from hotpatch.ports.patch_operations import MachineRef
 from hotpatch.ports.store import (
     JournalStatus,
     RunKind,
@@ -33,8 +42,9 @@ from hotpatch.ports.store import (
     StoredCatalog,
     VerdictRow,
     new_run_id,
+    operation_key,
 )
-from hotpatch.remediation import Applied, Batch, Prepared, Remediation
+from hotpatch.remediation import Applied, Batch, Prepared, Remediation, batches
 from hotpatch.service import Recording, Rules, Sweep, sweep
 from hotpatch.telemetry import Telemetry
 
@@ -463,8 +473,107 @@ def poisoned_batch(
     return run
 
 
+# ---------------------------------------------------------------------------------------------
+# on-demand assessments (POST /api/assessments)
+# ---------------------------------------------------------------------------------------------
+
+
+class AssessmentOrder(BaseModel):
+    """An on-demand assessment asked through the API, as its queue message carries it: the
+    machines of these subscriptions (in the latest sweep) and these machines."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: The run id its record is kept under (what the API answers with).
+    id: str
+    subscriptions: tuple[str, ...] = ()
+    machines: tuple[str, ...] = ()
+    requested_by: str | None = None
+    asked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AssessmentsQueued:
+    run: RunRecord
+    batches: tuple[Batch, ...]
+
+
+def queue_assessments(
+    order: AssessmentOrder,
+    store: Store,
+    calendar: Calendar,
+    scope: Scope,
+    *,
+    clock: Clock,
+) -> AssessmentsQueued:
+    """The assessments an order asks for, as batches for the queue worker, and its run record.
+
+    Each machine is assessed under the key the planner would give today's assessment of it
+    (machine, release in force, `assess:<date>`), so an on-demand and a planned assessment of
+    the same day start once. Machines outside the configured scope are left out and listed.
+    """
+    now = clock()
+    action = f"{ASSESS_PREFIX}{now.date().isoformat()}"
+    subscriptions = {s.casefold() for s in order.subscriptions}
+    named = {m.casefold(): m for m in order.machines}
+    in_scope = {s.casefold() for s in scope.subscriptions}
+    asked_by = order.requested_by or "an API caller"
+    operations: list[PlannedOperation] = []
+    outside: list[str] = []
+
+    def add(machine_id: str, os_family: OsFamily | None, ring: str | None) -> None:
+        try:
+            machine = MachineRef.parse(machine_id)
+        except ValueError:
+            return  # a scale set or another resource: patch operations address none
+        if in_scope and machine.subscription.casefold() not in in_scope:
+            outside.append(machine_id)
+            return
+        release = str(calendar.in_force(os_family, now).month) if os_family else "unknown"
+        operations.append(
+            PlannedOperation(
+                key=operation_key(machine_id, release, action),
+                machine_id=machine_id,
+                ring=ring,
+                release=release,
+                action=action,
+                kind=OperationKind.ASSESS,
+                install=None,
+                reason=f"on-demand assessment asked by {asked_by}",
+                window_end=None,
+            )
+        )
+
+    for row in latest_machines(store):
+        if (row.subscription or "").casefold() in subscriptions or row.key in named:
+            named.pop(row.key, None)
+            add(row.id, row.os, row.ring)
+    for machine_id in named.values():
+        add(machine_id, None, None)
+    cut = batches(order.id, operations)
+    run = RunRecord(
+        id=order.id,
+        kind=RunKind.REMEDIATION,
+        who=asked_by,
+        started_at=order.asked_at,
+        finished_at=now,
+        scope="on-demand assessment",
+        figures={
+            "on_demand_assessment": order.model_dump(mode="json"),
+            "operations": [op.key for op in operations],
+            "outside_scope": outside,
+            "batches": [(b.number, b.subscription, len(b.operations)) for b in cut],
+        },
+        outcome="queued",
+    )
+    store.save_run(run)
+    return AssessmentsQueued(run, cut)
+
+
 __all__ = [
     "RELEASE_CATALOG",
+    "AssessmentOrder",
+    "AssessmentsQueued",
     "BatchDone",
     "CatalogInForce",
     "CatalogRefreshed",
@@ -475,6 +584,7 @@ __all__ = [
     "dispatch_remediation",
     "latest_machines",
     "poisoned_batch",
+    "queue_assessments",
     "recorded_sweep",
     "refresh_catalog",
     "report_mode",

@@ -60,9 +60,10 @@ class LazyAsgiApp:
 def api_app() -> AsgiApp:
     """The compliance API over this instance's store and world."""
     from hotpatch.api import create_app
+    from hotpatch.functions.assessments import QueuedAssessments
 
     host = current()
-    app: AsgiApp = create_app(host.store(), host.world())
+    app: AsgiApp = create_app(host.store(), host.world(), start_assessment=QueuedAssessments(host))
     return app
 
 

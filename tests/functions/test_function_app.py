@@ -31,6 +31,7 @@ def test_the_app_holds_each_function_with_its_trigger_and_binding_settings() -> 
         "remediate",
         "remediate_batch",
         "remediate_batch_poison",
+        "assess_request",
     }
     (http, answer) = found["api"]
     assert http["type"] == "httpTrigger"
@@ -68,6 +69,22 @@ def test_the_app_holds_each_function_with_its_trigger_and_binding_settings() -> 
             "queueName": "hotpatch-batches",
             "connection": CONNECTION,
         }
+    ]
+    assert found["assess_request"] == [
+        {
+            "direction": "OUT",
+            "type": "queue",
+            "name": "batches",
+            "queueName": "hotpatch-batches",
+            "connection": CONNECTION,
+        },
+        {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "message",
+            "queueName": "hotpatch-assessments",
+            "connection": CONNECTION,
+        },
     ]
     assert found["remediate_batch_poison"] == [
         {
@@ -172,6 +189,7 @@ def test_importing_function_app_performs_no_io() -> None:
     assert report["touched"] == [], report["touched"]
     assert report["functions"] == [
         "api",
+        "assess_request",
         "catalog",
         "remediate",
         "remediate_batch",

@@ -65,7 +65,8 @@ def _azurite_binary() -> Path:
 
 @pytest.fixture(scope="session")
 def azurite_connection_string() -> Iterator[str]:
-    """A connection string to a fresh Azurite (blob and table), stopped after the session."""
+    """A connection string to a fresh Azurite (blob, queue and table), stopped after the
+    session."""
     if shutil.which("node") is None:
         pytest.skip("Azurite needs node, which is not installed: Azure store not tested")
     binary = _azurite_binary()
@@ -98,13 +99,14 @@ def azurite_connection_string() -> Iterator[str]:
         )
     try:
         deadline = time.monotonic() + 90
-        while not (_listening(blob) and _listening(table)):
+        while not (_listening(blob) and _listening(queue) and _listening(table)):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Azurite did not start:\n{log.read_text(errors='replace')}")
             time.sleep(0.2)
         yield (
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
             f"BlobEndpoint=http://127.0.0.1:{blob}/{ACCOUNT};"
+            f"QueueEndpoint=http://127.0.0.1:{queue}/{ACCOUNT};"
             f"TableEndpoint=http://127.0.0.1:{table}/{ACCOUNT};"
         )
     finally:
