@@ -30,6 +30,7 @@ from hotpatch.api.access import PRINCIPAL_HEADER, Access, AccessMiddleware
 from hotpatch.api.assessments import AssessmentStarter, assessment_request
 from hotpatch.api.index import (
     TREND_LIMIT,
+    ComplianceFilter,
     LatestIndex,
     SnapshotIndex,
     TokenError,
@@ -196,17 +197,7 @@ class _Api:
         index = await self._index()
         start = 0
         if token is not None:
-            try:
-                start = decode_token(token, index.run_id, query, len(index))
-            except TokenError as error:
-                if error.expired:
-                    raise Problem(
-                        410,
-                        str(error),
-                        type=EXPIRED_TOKEN,
-                        invalid_params=(InvalidParam("continuationToken", str(error)),),
-                    ) from None
-                raise bad_parameter("continuationToken", str(error)) from None
+            index, start = await self._resume(token, query, index)
         page = index.page(query, start, size)
         next_token = None
         next_link = None
@@ -405,9 +396,33 @@ class _Api:
 
     # -- shared ---------------------------------------------------------------------------------
 
-    async def _index(self) -> SnapshotIndex:
+    async def _resume(
+        self, token: str, query: ComplianceFilter, index: SnapshotIndex
+    ) -> tuple[SnapshotIndex, int]:
+        """The index and row a continuation token resumes at: 410 when its sweep was replaced,
+        400 when this API never gave it (or gave it for other filters)."""
         try:
-            return await self.latest.current()
+            try:
+                return index, decode_token(token, index.run_id, query, len(index))
+            except TokenError as error:
+                if not error.expired:
+                    raise
+                # Another instance may have served a sweep this one has not seen yet.
+                index = await self._index(fresh=True)
+                return index, decode_token(token, index.run_id, query, len(index))
+        except TokenError as error:
+            if error.expired:
+                raise Problem(
+                    410,
+                    str(error),
+                    type=EXPIRED_TOKEN,
+                    invalid_params=(InvalidParam("continuationToken", str(error)),),
+                ) from None
+            raise bad_parameter("continuationToken", str(error)) from None
+
+    async def _index(self, *, fresh: bool = False) -> SnapshotIndex:
+        try:
+            return await self.latest.current(fresh=fresh)
         except StoreError as error:
             raise Problem(
                 503, f"the compliance store cannot be read: {error}", type=UNAVAILABLE

@@ -463,17 +463,23 @@ class LatestIndex:
         """The index as it stands, without asking the store (None: not read yet)."""
         return self._index
 
-    async def current(self) -> SnapshotIndex:
+    async def current(self, *, fresh: bool = False) -> SnapshotIndex:
+        """The index to answer from; `fresh`: look at the pointer now, whenever it was last
+        looked at (a token from a sweep this instance has not seen yet)."""
         index = self._index
-        if index is not None and self._monotonic() - self._checked < self._refresh:
+        if index is not None and not fresh and self._monotonic() - self._checked < self._refresh:
             return index
         if self._lock is None:
             self._lock = asyncio.Lock()  # made on the loop that serves (not at import)
-        if index is not None and self._lock.locked():
+        if index is not None and not fresh and self._lock.locked():
             return index
         async with self._lock:
             index = self._index
-            if index is not None and self._monotonic() - self._checked < self._refresh:
+            if (
+                index is not None
+                and not fresh
+                and self._monotonic() - self._checked < self._refresh
+            ):
                 return index
             info = await run_in_threadpool(self._store.latest_snapshot)
             if index is None or _run_id(info) != index.run_id:

@@ -10,10 +10,12 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from hotpatch.api import create_app
+from hotpatch.api.server import serving_in_thread
 from hotpatch.core.models import OsFamily, State
 from hotpatch.ports.store import VerdictRow
 from hotpatch.store.memory import MemoryStore
-from tests.api.conftest import KEY, MACHINES, every_page, fill, serve
+from tests.api.conftest import KEY, MACHINES, every_page, fill, serve, world
 from tests.api.estate import SUBSCRIPTIONS, fleet, machine, store_snapshot
 
 
@@ -329,3 +331,28 @@ def test_a_newer_sweep_is_served_once_the_pointer_moves() -> None:
     assert len(before["value"]) == 49
     assert after["snapshot"]["run_id"] == "20260521T120000Z-sweep"
     assert len(after["value"]) == 20
+
+
+def test_a_token_from_a_sweep_another_instance_already_serves_is_followed() -> None:
+    store = MemoryStore()
+    store_snapshot(store, "run-a", fleet(300))
+    lagging = create_app(store, world(), api_key=KEY, refresh_seconds=3600)
+    headers = {"x-functions-key": KEY}
+    with serving_in_thread(lagging) as behind:
+        assert (
+            httpx.get(f"{behind}/api/compliance", headers=headers).json()["snapshot"]["run_id"]
+            == "run-a"
+        )
+        store_snapshot(store, "run-b", fleet(300))
+        with serve(store, api_key=KEY) as ahead:
+            token = httpx.get(
+                f"{ahead}/api/compliance", params={"top": 100}, headers=headers
+            ).json()["continuationToken"]
+        answer = httpx.get(
+            f"{behind}/api/compliance",
+            params={"top": 100, "continuationToken": token},
+            headers=headers,
+        )
+    assert answer.status_code == 200
+    assert answer.json()["snapshot"]["run_id"] == "run-b"
+    assert answer.json()["value"][0]["name"] == "vm-00100"

@@ -28,7 +28,14 @@ def azure_modules_after(code: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "module",
-    ["hotpatch.cli", "hotpatch.service", "hotpatch.bootstrap", "hotpatch.ports", "hotpatch.fakes"],
+    [
+        "hotpatch.cli",
+        "hotpatch.service",
+        "hotpatch.bootstrap",
+        "hotpatch.ports",
+        "hotpatch.fakes",
+        "hotpatch.api",
+    ],
 )
 def test_importing_the_shell_loads_no_azure_module(module: str) -> None:
     assert azure_modules_after(f"import {module}") == []
