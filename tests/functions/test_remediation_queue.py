@@ -6,6 +6,7 @@ poisoned message is recorded."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
@@ -13,7 +14,7 @@ import azure.functions.queue
 import pytest
 
 from hotpatch.ports.store import JournalStatus, RunKind
-from hotpatch.remediation import Batch
+from hotpatch.remediation import LEASE_NAME, Batch
 from hotpatch.telemetry import (
     BATCH_POISONED,
     BATCH_REDELIVERED,
@@ -175,3 +176,18 @@ def test_a_batch_queued_before_the_policy_went_back_to_report_mode_starts_nothin
     assert function_app.requests() == []
     skipped: list[dict[str, Any]] = function_app.telemetry.named(RUN_SKIPPED.name)
     assert skipped[-1]["kind"] == "batch"
+
+
+def test_while_another_remediation_holds_the_lease_the_timer_ends_quietly(
+    function_app: App,
+) -> None:
+    function_app.call("sweep", timer())
+    function_app.store.acquire_lease(
+        LEASE_NAME, "another instance", now=function_app.clock.now(), ttl=timedelta(minutes=5)
+    )
+
+    assert queued(function_app) == []
+    assert function_app.store.runs(RunKind.REMEDIATION) == []
+    assert function_app.telemetry.metric(RUNS_SKIPPED.name) == [
+        ({"kind": "remediate", "reason": "lease_held"}, 1.0)
+    ]

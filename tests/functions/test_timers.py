@@ -8,6 +8,7 @@ import copy
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from hotpatch.ports import Scope
 from hotpatch.ports.inventory import Inventory, InventoryPager
 from hotpatch.ports.store import RunKind
 from hotpatch.sandbox.estate import Estate
-from hotpatch.scheduled import RELEASE_CATALOG
+from hotpatch.scheduled import CATALOG_LEASE, RELEASE_CATALOG
 from hotpatch.settings import Settings
 from hotpatch.telemetry import (
     CATALOG_REFRESH_FAILED,
@@ -202,3 +203,18 @@ def test_a_page_that_contradicts_the_catalog_is_not_kept(function_app: App) -> N
 
     assert function_app.store.catalog(RELEASE_CATALOG) is None
     assert function_app.telemetry.metric(CATALOG_REFRESHES.name) == [({"outcome": "failed"}, 1.0)]
+
+
+def test_while_another_refresh_holds_the_catalog_lease_the_timer_ends_quietly(
+    function_app: App,
+) -> None:
+    function_app.store.acquire_lease(
+        CATALOG_LEASE, "another instance", now=function_app.clock.now(), ttl=timedelta(minutes=5)
+    )
+
+    function_app.call("catalog", timer())
+
+    assert function_app.store.catalog(RELEASE_CATALOG) is None
+    assert function_app.telemetry.metric(RUNS_SKIPPED.name) == [
+        ({"kind": "catalog", "reason": "lease_held"}, 1.0)
+    ]
