@@ -12,7 +12,8 @@ Two modes, as `HOTPATCH_REQUIRE_ROLES` says:
   and passes its claims in `X-MS-CLIENT-PRINCIPAL`, base64 JSON `{"claims": [{"typ", "val"}],
   "role_typ"}`; it removes that header from what clients send, so only the platform can set it
   (https://learn.microsoft.com/azure/app-service/configure-authentication-user-identities).
-  Reads need app role `Hotpatch.Read`, writes (POST) `Hotpatch.Operate`: 401 without a
+  Reads need app role `Hotpatch.Read` (checking an image is one), writes (starting
+  assessments) `Hotpatch.Operate`: 401 without a
   principal or with one that cannot be read, 403 without the role. Locally nothing strips the
   header, so `hotpatch serve` still requires its key in this mode.
 """
@@ -44,10 +45,17 @@ MAX_PRINCIPAL_BYTES = 64 * 1024
 OPEN_PATHS = frozenset({"/api/health", "/api/openapi.json"})
 #: Methods that only read.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: POSTs that change nothing: a body is only how the question is asked.
+READ_POSTS = frozenset({"/api/images/check"})
 
 
-def required_role(method: str) -> str:
-    return READ_ROLE if method.upper() in READ_METHODS else OPERATE_ROLE
+def required_role(method: str, path: str) -> str:
+    """Hotpatch.Read for what only reads (GETs, and checking an image); Hotpatch.Operate for
+    what acts (starting assessments) and for any other method."""
+    verb = method.upper()
+    if verb in READ_METHODS or (verb == "POST" and path in READ_POSTS):
+        return READ_ROLE
+    return OPERATE_ROLE
 
 
 def principal_roles(header: str) -> frozenset[str]:
@@ -118,7 +126,7 @@ class Access:
                 return _unauthenticated(
                     f"X-MS-CLIENT-PRINCIPAL cannot be read: {error}", scheme="Bearer"
                 )
-            role = required_role(method)
+            role = required_role(method, path)
             if role not in roles:
                 return Problem(
                     403,

@@ -347,7 +347,7 @@ RESPONSES: dict[str, Schema] = {
     },
     "Forbidden": _problem(
         f"App roles are required and the principal lacks {READ_ROLE} (reads) or "
-        f"{OPERATE_ROLE} (writes)."
+        f"{OPERATE_ROLE} (starting assessments)."
     ),
     "NotFound": _problem("Nothing at this path, or the store knows nothing of it."),
     "TooLarge": _problem("The body is larger than 256 KiB."),
@@ -661,7 +661,8 @@ def document() -> dict[str, Any]:
                 "error is application/problem+json (RFC 9457). Authorization: a function key "
                 f"in the {KEY_HEADER} header or the {KEY_PARAMETER} query parameter; with "
                 "HOTPATCH_REQUIRE_ROLES the App Service principal (X-MS-CLIENT-PRINCIPAL) "
-                f"must also hold {READ_ROLE} for reads and {OPERATE_ROLE} for writes. "
+                f"must also hold {READ_ROLE} for reads (checking an image is one) and "
+                f"{OPERATE_ROLE} for starting assessments. "
                 "/api/health and this document are open."
             ),
         },

@@ -124,6 +124,14 @@ def test_an_operator_may_start_assessments_but_reads_need_the_read_role(roles: s
     assert problem(httpx.get(roles + "/api/runs", headers=operator), 403)["required_role"] == READ
 
 
+def test_a_reader_may_check_an_image_which_changes_nothing(roles: str) -> None:
+    reader = {"x-ms-client-principal": principal(READ)}
+    assert httpx.post(roles + "/api/images/check", json=CHECK, headers=reader).status_code == 200
+    operator = {"x-ms-client-principal": principal(OPERATE)}
+    answer = httpx.post(roles + "/api/images/check", json=CHECK, headers=operator)
+    assert problem(answer, 403)["required_role"] == READ
+
+
 def test_a_principal_with_no_app_role_is_403_for_reads_and_writes(roles: str) -> None:
     nobody = {"x-ms-client-principal": principal()}
     problem(httpx.get(roles + "/api/compliance", headers=nobody), 403)
