@@ -407,7 +407,12 @@ class Remediation:
                     figures.update(plan_figures(decided))
                 if applied is not None:
                     figures["applied"] = applied.as_dict()
-                    if decided is not None and after is not None and outcome != "interrupted":
+                    if (
+                        decided is not None
+                        and after is not None
+                        and applied.started
+                        and outcome != "interrupted"
+                    ):
                         figures["after"] = _states_after(after(), decided)
                 run = run.model_copy(
                     update={"finished_at": self.clock(), "figures": figures, "outcome": outcome}
@@ -490,15 +495,18 @@ class Remediation:
 
     @contextmanager
     def _lease(self) -> Iterator[Lease]:
-        lease = self.store.acquire_lease(LEASE_NAME, self.who, now=self.clock(), ttl=LEASE_TTL)
+        # The holder names this run, not only its operator: the same operator's second run on
+        # the same host must wait too.
+        holder = f"{self.who} (run {uuid.uuid4().hex[:8]})"
+        lease = self.store.acquire_lease(LEASE_NAME, holder, now=self.clock(), ttl=LEASE_TTL)
         stop = threading.Event()
 
         def renew() -> None:
             while not stop.wait(LEASE_TTL.total_seconds() / 3):
                 try:
-                    self.store.acquire_lease(LEASE_NAME, self.who, now=self.clock(), ttl=LEASE_TTL)
-                except StoreError:  # LeaseHeldError included: the next renewal says so
-                    _log.exception("could not renew the remediation lease")
+                    self.store.acquire_lease(LEASE_NAME, holder, now=self.clock(), ttl=LEASE_TTL)
+                except StoreError as error:  # LeaseHeldError too: the next renewal says so
+                    _log.warning("could not renew the remediation lease: %s", error)
 
         keeper = threading.Thread(target=renew, name="remediation-lease", daemon=True)
         keeper.start()
@@ -509,8 +517,8 @@ class Remediation:
             keeper.join()
             try:
                 self.store.release_lease(lease)
-            except StoreError:
-                _log.exception("could not release the remediation lease (it lapses by itself)")
+            except StoreError as error:
+                _log.warning("could not give the remediation lease back (it lapses): %s", error)
 
     # -- reconciliation -----------------------------------------------------------------------
 
@@ -673,8 +681,10 @@ class Remediation:
             if found is not None and found.kbs:
                 try:
                     self._update(record, kbs=found.kbs)
-                except (StoreError, OSError):
-                    _log.exception("could not record the KBs installed on %s", record.machine_id)
+                except (StoreError, OSError) as error:
+                    _log.warning(
+                        "could not record the KBs installed on %s: %s", record.machine_id, error
+                    )
 
     def _record_outcome(self, record: JournalRecord, outcome: OperationOutcome) -> JournalRecord:
         status = _OUTCOME_STATUS.get(outcome.status)
@@ -978,5 +988,5 @@ def _states_after(machines: Iterable[PlanMachine], decided: Plan) -> dict[str, s
 def _save_quietly(store: Store, run: RunRecord) -> None:
     try:
         store.save_run(run)
-    except StoreError:
-        _log.exception("could not save the run record %s", run.id)
+    except StoreError as error:
+        _log.warning("could not save the run record %s: %s", run.id, error)
