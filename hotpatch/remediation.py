@@ -281,11 +281,11 @@ def batches(
         raise ValueError("a batch holds at least one operation")
     groups: dict[tuple[str, OperationKind, InstallSpec | None], list[PlannedOperation]] = {}
     for operation in operations:
-        key = (_subscription_of(operation.machine_id), operation.kind, operation.install)
+        key = (_subscription(operation.machine_id), operation.kind, operation.install)
         groups.setdefault(key, []).append(operation)
     lost: dict[str, list[JournalRecord]] = {}
     for record in resend:
-        lost.setdefault(_subscription_of(record.machine_id), []).append(record)
+        lost.setdefault(_subscription(record.machine_id), []).append(record)
     cut: list[Batch] = []
     for (subscription, kind, _), group in groups.items():
         for at in range(0, len(group), size):
@@ -370,15 +370,7 @@ class Remediation:
 
         Raises LeaseHeldError while another remediation holds the store's lease.
         """
-        started = self.clock()
-        run = RunRecord(
-            id=new_run_id(started),
-            kind=RunKind.REMEDIATION,
-            who=self.who,
-            started_at=started,
-            scope=self.scope.describe(),
-            figures={"dry_run": not apply},
-        )
+        run = self._new_run(dry_run=not apply)
         with self._lease():
             self.store.save_run(run)
             reconciled = Reconciled()
@@ -432,15 +424,7 @@ class Remediation:
 
         Raises LeaseHeldError while another remediation holds the store's lease.
         """
-        started = self.clock()
-        run = RunRecord(
-            id=new_run_id(started),
-            kind=RunKind.REMEDIATION,
-            who=self.who,
-            started_at=started,
-            scope=self.scope.describe(),
-            figures={"dry_run": False},
-        )
+        run = self._new_run(dry_run=False)
         with self._lease():
             self.store.save_run(run)
             reconciled = Reconciled()
@@ -490,6 +474,17 @@ class Remediation:
         applied = Applied()
         self._apply(batch.resend, batch.operations, batch.run_id, applied)
         return applied
+
+    def _new_run(self, *, dry_run: bool) -> RunRecord:
+        started = self.clock()
+        return RunRecord(
+            id=new_run_id(started),
+            kind=RunKind.REMEDIATION,
+            who=self.who,
+            started_at=started,
+            scope=self.scope.describe(),
+            figures={"dry_run": dry_run},
+        )
 
     # -- the lease ----------------------------------------------------------------------------
 
@@ -936,15 +931,6 @@ def _subscription(machine_id: str) -> str:
     """`/subscriptions/<id>/...` -> the id, casefolded ("" for an id that names none)."""
     parts = machine_id.split("/")
     return parts[2].casefold() if len(parts) > 2 and parts[1].casefold() == "subscriptions" else ""
-
-
-def _subscription_of(machine_id: str) -> str:
-    """The subscription an ARM id names (ids compare without regard to case)."""
-    parts = machine_id.split("/")
-    for index, part in enumerate(parts[:-1]):
-        if part.casefold() == "subscriptions":
-            return parts[index + 1].casefold()
-    return ""
 
 
 def _kind(record: JournalRecord) -> OperationKind:
