@@ -108,6 +108,8 @@ RECONCILE_AFTER = timedelta(minutes=30)
 #: Operations journalled together before their requests leave: the first requests go once the
 #: first chunk is durable, while the next chunks are journalled.
 JOURNAL_CHUNK = 50
+#: How many count lines a run's progress says while its outcomes come in (one per tenth).
+PROGRESS_STEPS = 10
 #: Operations in one batch (one queue message) at most: a Storage Queue message holds 64 KiB,
 #: 48 KiB of it once base64-encoded, and an operation takes under 1 KiB of JSON.
 BATCH_SIZE = 25
@@ -622,7 +624,9 @@ class Remediation:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal") as journal:
             try:
                 asyncio.run(
-                    _Starts(self, journal, run_id, applied, unlisted).run(resend, operations)
+                    _Starts(self, journal, run_id, applied, unlisted, total=total).run(
+                        resend, operations
+                    )
                 )
             except KeyboardInterrupt:
                 applied.stopped = "interrupted"
@@ -745,12 +749,18 @@ class _Starts:
         run_id: str,
         applied: Applied,
         unlisted: list[JournalRecord],
+        *,
+        total: int,
     ) -> None:
         self._remediation = remediation
         self._journal = journal
         self._run_id = run_id
         self._applied = applied
         self._unlisted = unlisted
+        self._total = total
+        #: Outcomes journalled so far, and a count line each time another tenth of the total is.
+        self._finished = 0
+        self._every = max(1, total // PROGRESS_STEPS)
         #: Each outcome's journal write, with what it tells `applied`.
         self._settling: list[asyncio.Task[None]] = []
 
@@ -856,7 +866,13 @@ class _Starts:
             and not outcome.installed_kbs_complete
         ):
             self._unlisted.append(updated)
-        remediation._progress(f"{updated.status.value}: {outcome.machine_id}")
+        self._finished += 1
+        if updated.status in (JournalStatus.FAILED, JournalStatus.UNKNOWN):
+            # Each failure is named as it happens; successes are counted, not listed.
+            remediation._progress(f"{updated.status.value}: {outcome.machine_id}")
+        if self._finished % self._every == 0 or self._finished == self._total:
+            counts = ", ".join(f"{n} {status}" for status, n in sorted(applied.outcomes.items()))
+            remediation._progress(f"{self._finished} of {self._total} heard from ({counts})")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -258,6 +258,25 @@ def test_a_failed_install_is_journalled_as_failed(world: World) -> None:
     assert record.status is JournalStatus.FAILED
 
 
+def test_progress_names_each_failure_and_counts_the_rest_a_tenth_at_a_time(world: World) -> None:
+    machines = [behind(f"vm-{n}") for n in range(40)]
+    world.operations.script(
+        vm_id("vm-7"), OperationKind.INSTALL, Scripted(OutcomeStatus.FAILED, failed=1)
+    )
+    uncapped = RingPolicy("ring0", max_concurrent=1000, max_per_run=1000, error_budget=1)
+    remediation = world.remediation(dataclasses.replace(POLICY, rings=(uncapped,)))
+    said: list[str] = []
+    remediation.on_progress = said.append
+
+    remediation.run(lambda: machines, apply=True)
+
+    counts = [line for line in said if " heard from " in line]
+    assert f"failed: {vm_id('vm-7')}" in said
+    assert not any(line.startswith("succeeded:") for line in said)
+    assert [line.split(" of ")[0] for line in counts] == [str(n) for n in range(4, 41, 4)]
+    assert counts[-1] == "40 of 40 heard from (1 failed, 39 succeeded)"
+
+
 def test_a_dry_run_starts_and_journals_nothing_but_records_its_plan(world: World) -> None:
     run = world.remediation().run(lambda: [behind("vm-1")], apply=False)
 
