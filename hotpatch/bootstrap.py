@@ -10,6 +10,7 @@ build a real adapter, so that importing this module (or the CLI) loads none of i
 from __future__ import annotations
 
 import getpass
+import logging
 import socket
 import ssl
 import time
@@ -21,8 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from hotpatch.core.calendar import Calendar
 from hotpatch.core.plan import RemediationPolicy
-from hotpatch.errors import ConfigurationError, StoreError
+from hotpatch.core.releases import ReleaseCatalog
+from hotpatch.data import release_catalog_of
+from hotpatch.errors import ConfigurationError, HotpatchError, StoreError
 from hotpatch.ports import Clock, Inventory, PatchOperations, Scope, Store
 from hotpatch.ports.inventory import InstallationHistory
 from hotpatch.remediation import Remediation
@@ -39,6 +43,8 @@ if TYPE_CHECKING:
 #: Opens the patch operations of a target for one batch (an async client session) and closes
 #: them after; they belong to the event loop that opened them.
 PatchOperationsOpener = Callable[[], AbstractAsyncContextManager[PatchOperations]]
+
+_log = logging.getLogger(__name__)
 
 
 def system_clock() -> datetime:
@@ -58,6 +64,60 @@ class World:
 def build(settings: Settings, clock: Clock = system_clock) -> World:
     """Load the catalogs and policy the settings name (ConfigurationError names a bad one)."""
     return World(settings, Rules.from_settings(settings), clock)
+
+
+#: The name the refreshed release catalog is kept under in the store.
+RELEASE_CATALOG = "releases"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogInForce:
+    """The rules with the release catalog in force, where that catalog came from, and since
+    when it has learnt nothing new (its refresh, or the end of the month it covers)."""
+
+    rules: Rules
+    source: str
+    since: datetime
+
+
+def catalog_in_force(world: World, store: Store) -> CatalogInForce:
+    """The store's refreshed release catalog over the configured or shipped one.
+
+    A stored catalog that cannot be read or no longer validates is a logged warning, and the
+    configured (or shipped) catalog stays in force: a bad refresh never stops a sweep.
+    """
+    configured = "file" if world.settings.release_catalog is not None else "shipped"
+    try:
+        stored = store.catalog(RELEASE_CATALOG)
+        if stored is not None:
+            releases = release_catalog_of(f"the store's {RELEASE_CATALOG}", stored.document)
+            return CatalogInForce(
+                _with_releases(world.rules, releases), "store", stored.refreshed_at
+            )
+    except (HotpatchError, ValueError) as error:
+        _log.warning(
+            "the stored release catalog is not used (%s); the %s one is", error, configured
+        )
+    return CatalogInForce(world.rules, configured, _covered_until(world.rules.releases))
+
+
+def _with_releases(rules: Rules, releases: ReleaseCatalog) -> Rules:
+    return Rules(
+        images=rules.images,
+        releases=releases,
+        calendar=Calendar(releases, rules.policy.month_overrides),
+        policy=rules.policy,
+    )
+
+
+def _covered_until(releases: ReleaseCatalog) -> datetime:
+    """The first instant the catalog knows nothing of: the start of the month after the one it
+    covers through."""
+    month = releases.covers_through
+    if month is None:
+        return datetime(1970, 1, 1, tzinfo=UTC)
+    after = month.shift(1)
+    return datetime(after.year, after.month, 1, tzinfo=UTC)
 
 
 @contextmanager
@@ -235,14 +295,15 @@ def remediation(
     clock: Clock,
     on_progress: Callable[[str], None] | None = None,
 ) -> Remediation:
-    """The remediation use case over one target and one store, under `policy`."""
+    """The remediation use case over one target and one store, under `policy`, planning by the
+    calendar of the release catalog in force over that store."""
     return Remediation(
         store=store,
         patch_operations=target.patch_operations,
         installations=target.installations,
         scope=target.scope,
         policy=policy,
-        calendar=world.rules.calendar,
+        calendar=catalog_in_force(world, store).rules.calendar,
         clock=clock,
         who=operator(world.settings),
         on_progress=on_progress,

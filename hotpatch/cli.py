@@ -777,6 +777,10 @@ def _sweep(args: argparse.Namespace, world: World) -> int:
             if args.no_store
             else stack.enter_context(bootstrap.compliance_store(world.settings))
         )
+        if store is not None:
+            # Judged by the release catalog the Function App's `catalog` timer keeps in the
+            # store, if it keeps one, as the Function App's own sweeps are.
+            world = _catalog_in_force(world, store, out.status)
         spool = stack.enter_context(StreamedReport(args.report_dir, csv=args.format == "csv"))
         needing = ActionList(args.limit)
 
@@ -915,6 +919,7 @@ def _remediate(args: argparse.Namespace, world: World) -> int:
     apply = args.command == "remediate" and args.yes
     with ExitStack() as stack:
         store = stack.enter_context(bootstrap.compliance_store(world.settings))
+        world = _catalog_in_force(world, store, out.status)
         target = stack.enter_context(_target(args, world, out.status))
         remediation = _remediation(args, world, target, store, policy, status=out.status)
         clock = remediation.clock
@@ -952,6 +957,19 @@ def _remediate(args: argparse.Namespace, world: World) -> int:
     if run.applied is not None and run.applied.stopped:
         raise StoreError(f"remediation stopped: {run.applied.stopped}")
     return EXIT_OK
+
+
+def _catalog_in_force(world: World, store: Store, status: Console) -> World:
+    """The world with the store's refreshed release catalog, if it has one (said on stderr)."""
+    in_force = bootstrap.catalog_in_force(world, store)
+    if in_force.source == "store":
+        status.print(
+            f"Release catalog: the store's, refreshed {in_force.since:%Y-%m-%d %H:%M} UTC",
+            style="dim",
+            highlight=False,
+        )
+        return bootstrap.World(world.settings, in_force.rules, world.clock)
+    return world
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

@@ -12,17 +12,23 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from hotpatch.bootstrap import Target, World, operator
+from hotpatch.bootstrap import (
+    RELEASE_CATALOG,
+    CatalogInForce,
+    Target,
+    World,
+    catalog_in_force,
+    operator,
+)
 from hotpatch.core.calendar import Calendar
-from hotpatch.core.models import OsFamily, Verdict
+from hotpatch.core.models import OsFamily
 from hotpatch.core.plan import (
     ASSESS_PREFIX,
     Mode,
@@ -30,8 +36,6 @@ from hotpatch.core.plan import (
     PlannedOperation,
     RemediationPolicy,
 )
-from hotpatch.core.releases import ReleaseCatalog
-from hotpatch.data import release_catalog_of
 from hotpatch.errors import HotpatchError, LeaseHeldError, StoreError
 from hotpatch.ports import Clock, Scope, Store
 from hotpatch.ports.patch_operations import MachineRef
@@ -45,13 +49,11 @@ from hotpatch.ports.store import (
     operation_key,
 )
 from hotpatch.remediation import Applied, Batch, Prepared, Remediation, batches
-from hotpatch.service import Recording, Rules, Sweep, sweep
-from hotpatch.telemetry import Telemetry
+from hotpatch.service import Recording, Sweep, sweep
+from hotpatch.telemetry import SweepCounts, Telemetry
 
 _log = logging.getLogger(__name__)
 
-#: The name the refreshed release catalog is kept under in the store.
-RELEASE_CATALOG = "releases"
 #: The most machines read from the latest snapshot per page when a remediation plans.
 PAGE = 1000
 
@@ -63,61 +65,6 @@ class Skipped:
     kind: str
     reason: str
     detail: str
-
-
-# ---------------------------------------------------------------------------------------------
-# The release catalog in force
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogInForce:
-    """The rules with the release catalog in force, where that catalog came from, and since
-    when it has learnt nothing new (its refresh, or the end of the month it covers)."""
-
-    rules: Rules
-    source: str
-    since: datetime
-
-
-def catalog_in_force(world: World, store: Store) -> CatalogInForce:
-    """The store's refreshed release catalog over the configured or shipped one.
-
-    A stored catalog that cannot be read or no longer validates is a logged warning, and the
-    configured (or shipped) catalog stays in force: a bad refresh never stops a sweep.
-    """
-    configured = "file" if world.settings.release_catalog is not None else "shipped"
-    try:
-        stored = store.catalog(RELEASE_CATALOG)
-        if stored is not None:
-            releases = release_catalog_of(f"the store's {RELEASE_CATALOG}", stored.document)
-            return CatalogInForce(
-                _with_releases(world.rules, releases), "store", stored.refreshed_at
-            )
-    except (HotpatchError, ValueError) as error:
-        _log.warning(
-            "the stored release catalog is not used (%s); the %s one is", error, configured
-        )
-    return CatalogInForce(world.rules, configured, _covered_until(world.rules.releases))
-
-
-def _with_releases(rules: Rules, releases: ReleaseCatalog) -> Rules:
-    return Rules(
-        images=rules.images,
-        releases=releases,
-        calendar=Calendar(releases, rules.policy.month_overrides),
-        policy=rules.policy,
-    )
-
-
-def _covered_until(releases: ReleaseCatalog) -> datetime:
-    """The first instant the catalog knows nothing of: the start of the month after the one it
-    covers through."""
-    month = releases.covers_through
-    if month is None:
-        return datetime(1970, 1, 1, tzinfo=UTC)
-    after = month.shift(1)
-    return datetime(after.year, after.month, 1, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,19 +94,7 @@ def recorded_sweep(
     started = monotonic()
     in_force = catalog_in_force(world, store)
     telemetry.catalog_staleness(in_force.source, in_force.since, clock())
-    counts: Counter[tuple[str, str, str, str]] = Counter()
-
-    def count(page: Sequence[Verdict]) -> None:
-        for verdict in page:
-            counts[
-                (
-                    verdict.state.value,
-                    verdict.subscription_id or "",
-                    verdict.os.value if verdict.os else "",
-                    verdict.ring or "",
-                )
-            ] += 1
-
+    counts = SweepCounts()
     record = Recording(store, operator(world.settings), clock)
     try:
         result = sweep(
@@ -167,7 +102,7 @@ def recorded_sweep(
             target.scope,
             in_force.rules,
             now=clock(),
-            on_verdicts=count,
+            on_verdicts=counts.add,
             keep_verdicts=False,
             record=record,
         )
@@ -179,7 +114,7 @@ def recorded_sweep(
         raise
     changes = 0
     if result.snapshot is not None:
-        telemetry.machines(counts)
+        telemetry.swept(counts)
         if result.snapshot.previous is not None:
             changes = telemetry.state_changes(store.transitions(result.snapshot.run_id))
     run = result.run

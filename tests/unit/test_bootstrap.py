@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -11,8 +15,13 @@ import trustme
 
 from hotpatch import bootstrap
 from hotpatch.bootstrap import SandboxEndpoint
+from hotpatch.core.calendar import YearMonth
+from hotpatch.core.plan import RemediationPolicy
 from hotpatch.data import shipped_release_catalog
 from hotpatch.errors import ConfigurationError, StoreError
+from hotpatch.fakes import FakePatchOperations, InMemoryInventory, MemoryStore
+from hotpatch.ports.inventory import Scope
+from hotpatch.ports.store import StoredCatalog
 from hotpatch.sandbox.estate import EstateSpec, generate_estate
 from hotpatch.service import sweep
 from hotpatch.settings import Settings
@@ -109,3 +118,34 @@ def test_a_run_is_recorded_as_the_managed_identity_or_the_user_at_this_host() ->
     identity = Settings.from_env({"HOTPATCH_MANAGED_IDENTITY_CLIENT_ID": "client-1"})
     assert bootstrap.operator(identity) == "managed identity client-1"
     assert f"@{socket.gethostname()}" in bootstrap.operator(Settings())
+
+
+@asynccontextmanager
+async def fake_operations() -> AsyncIterator[FakePatchOperations]:
+    yield FakePatchOperations()
+
+
+def test_a_remediation_plans_by_the_release_catalog_refreshed_into_its_store() -> None:
+    world = bootstrap.build(Settings.from_env({}), clock=lambda: AS_OF)
+    target = bootstrap.Target(
+        inventory=InMemoryInventory([]),
+        scope=Scope(),
+        patch_operations=fake_operations,
+        installations=InMemoryInventory([]),
+    )
+    store = MemoryStore()
+    shipped = json.loads(resources.files("hotpatch.data").joinpath("releases.json").read_text())
+    store.save_catalog(
+        StoredCatalog(
+            name=bootstrap.RELEASE_CATALOG,
+            document={**shipped, "covers_through": "2026-07"},
+            source="https://example.test/release-info",
+            refreshed_at=AS_OF,
+        )
+    )
+    policy = RemediationPolicy()
+
+    remediation = bootstrap.remediation(world, target, store, policy, clock=world.clock)
+
+    assert world.rules.calendar.catalog.covers_through == YearMonth(2026, 5)
+    assert remediation.calendar.catalog.covers_through == YearMonth(2026, 7)
