@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from hotpatch.core.models import Verdict
+from hotpatch.core.reasons import ReasonCode
 from hotpatch.ports.store import Transition, resource_group_of
 
 if TYPE_CHECKING:
@@ -68,6 +71,22 @@ MACHINES = Metric(
     "{machine}",
     "machines in each state after a complete sweep",
     ("state", "subscription", "os", "ring"),
+)
+OFF_CYCLE = Metric(
+    "hotpatch.machines.off_cycle",
+    Instrument.GAUGE,
+    "{machine}",
+    "machines off the hotpatch cycle after a complete sweep, by the reason that says so (behind "
+    "the current baseline, or on a regular cumulative-update build); nothing when none is",
+    ("reason", "subscription", "ring"),
+)
+NEXT_RESTART = Metric(
+    "hotpatch.machines.next_restart",
+    Instrument.GAUGE,
+    "{machine}",
+    "machines by the UTC day they are next expected to restart (the sweep's own day: a restart "
+    "is pending or due now), after a complete sweep",
+    ("day", "subscription", "ring"),
 )
 OPERATIONS = Metric(
     "hotpatch.operations",
@@ -126,6 +145,8 @@ BATCHES = Metric(
 
 METRICS: tuple[Metric, ...] = (
     MACHINES,
+    OFF_CYCLE,
+    NEXT_RESTART,
     OPERATIONS,
     RUN_DURATION,
     SWEEP_AGE,
@@ -189,6 +210,47 @@ EVENTS: tuple[Event, ...] = (
     BATCH_REDELIVERED,
     BATCH_POISONED,
 )
+
+
+#: The reasons that put a machine off the hotpatch cycle: it takes no hotpatch until a
+#: baseline brings it back (`hotpatch.machines.off_cycle` counts the machines carrying each).
+OFF_THE_CYCLE: frozenset[str] = frozenset({ReasonCode.OFF_CYCLE, ReasonCode.REGULAR_CHANNEL_BUILD})
+
+
+class SweepCounts:
+    """What a complete sweep reports, counted page by page as its verdicts stream past (no page
+    is kept): machines by state, subscription, OS and ring; those off the cycle, by reason; and
+    when each is next expected to restart."""
+
+    def __init__(self) -> None:
+        self.machines: Counter[tuple[str, str, str, str]] = Counter()
+        self.off_cycle: Counter[tuple[str, str, str]] = Counter()
+        #: By the instant itself: machines of one decision share it, so the day is made once.
+        self._restarts: Counter[tuple[datetime, str, str]] = Counter()
+
+    def add(self, page: Iterable[Verdict]) -> None:
+        for verdict in page:
+            subscription, ring = verdict.subscription_id or "", verdict.ring or ""
+            self.machines[
+                (verdict.state.value, subscription, verdict.os.value if verdict.os else "", ring)
+            ] += 1
+            for reason in verdict.reasons:
+                if reason.code in OFF_THE_CYCLE:
+                    self.off_cycle[(str(reason.code), subscription, ring)] += 1
+            if verdict.next_restart is not None:
+                self._restarts[(verdict.next_restart, subscription, ring)] += 1
+
+    @property
+    def next_restarts(self) -> Counter[tuple[str, str, str]]:
+        """Machines by (UTC day, subscription, ring) of their next expected restart."""
+        days: dict[datetime, str] = {}
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for (at, subscription, ring), count in self._restarts.items():
+            day = days.get(at)
+            if day is None:
+                day = days[at] = at.date().isoformat()
+            counts[(day, subscription, ring)] += count
+        return counts
 
 
 class Telemetry:
@@ -281,6 +343,14 @@ class Telemetry:
             self._record(
                 MACHINES, count, state=state, subscription=subscription, os=os_name, ring=ring
             )
+
+    def swept(self, counts: SweepCounts) -> None:
+        """A complete sweep's gauges: machines by state, those off the cycle, next restarts."""
+        self.machines(counts.machines)
+        for (reason, subscription, ring), count in sorted(counts.off_cycle.items()):
+            self._record(OFF_CYCLE, count, reason=reason, subscription=subscription, ring=ring)
+        for (day, subscription, ring), count in sorted(counts.next_restarts.items()):
+            self._record(NEXT_RESTART, count, day=day, subscription=subscription, ring=ring)
 
     def state_changes(self, transitions: Iterable[Transition]) -> int:
         """One record per machine whose state changed; how many were written."""

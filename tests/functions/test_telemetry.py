@@ -16,9 +16,15 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.metrics import MeterProvider
 
 from hotpatch import telemetry
-from hotpatch.core.models import State
+from hotpatch.core.calendar import Calendar
+from hotpatch.core.compliance import Evaluator
+from hotpatch.core.inventory import parse_rows
+from hotpatch.core.models import State, Verdict
+from hotpatch.core.policy import Policy
+from hotpatch.data import shipped_image_catalog, shipped_release_catalog
 from hotpatch.ports.store import Transition
-from hotpatch.telemetry import EVENTS, METRICS, Telemetry
+from hotpatch.telemetry import EVENTS, METRICS, SweepCounts, Telemetry
+from tests import builders
 from tests.functions.conftest import ROOT, Recorded, delta_reader
 
 NOW = datetime(2026, 5, 13, 0, 30, tzinfo=UTC)
@@ -48,8 +54,29 @@ def recorded() -> Iterator[tuple[Telemetry, Recorded]]:
         loggers.shutdown()
 
 
+#: WS2022 builds (tests/unit/test_compliance.py): the release in force at builders.NOW, and one
+#: behind January's baseline, which is off the hotpatch cycle.
+IN_FORCE, BEHIND_THE_BASELINE = "10.0.20348.4711", "10.0.20348.4467"
+
+
+def swept(*builds: str) -> list[Verdict]:
+    """Freshly assessed VMs vm0, vm1, ... on these builds, judged at builders.NOW."""
+    rows = []
+    for number, build in enumerate(builds):
+        rows += [
+            builders.vm_row(f"vm{number}", build=build),
+            builders.assessment_row(builders.vm_id(f"vm{number}")),
+        ]
+    evaluator = Evaluator(
+        shipped_image_catalog(), Calendar(shipped_release_catalog()), Policy(), builders.NOW
+    )
+    return list(evaluator.evaluate_all(parse_rows(rows)))
+
+
 def emit_everything(emitter: Telemetry) -> None:
-    emitter.machines({("non_compliant", "sub", "ws2022", "ring0"): 3})
+    counts = SweepCounts()
+    counts.add(swept(IN_FORCE, BEHIND_THE_BASELINE))
+    emitter.swept(counts)
     emitter.state_changes(
         [
             Transition(
@@ -116,6 +143,57 @@ def test_a_state_change_names_the_machine_its_subscription_group_and_both_states
     assert change["resource_group"] == "rg"
     assert (change["from_state"], change["to_state"]) == ("compliant", "non_compliant")
     assert change["reasons"] == "non_compliant"
+
+
+def test_a_sweep_counts_machines_off_the_cycle_by_reason_and_next_restarts_by_day(
+    recorded: tuple[Telemetry, Recorded],
+) -> None:
+    emitter, seen = recorded
+    verdicts = swept(IN_FORCE, BEHIND_THE_BASELINE, BEHIND_THE_BASELINE)
+    counts = SweepCounts()
+    counts.add(verdicts[:1])
+    counts.add(verdicts[1:])  # page by page, as the sweep streams them
+
+    emitter.swept(counts)
+
+    points = seen.points()
+    off_cycle = [(a, v) for name, a, v in points if name == telemetry.OFF_CYCLE.name]
+    assert off_cycle == [
+        ({"reason": "off_cycle", "subscription": builders.SUBSCRIPTION, "ring": "1"}, 2)
+    ]
+    restarts = {a["day"]: v for name, a, v in points if name == telemetry.NEXT_RESTART.name}
+    expected: dict[str, int] = {}
+    for verdict in verdicts:
+        assert verdict.next_restart is not None
+        day = verdict.next_restart.date().isoformat()
+        expected[day] = expected.get(day, 0) + 1
+    assert restarts == expected
+    machines = sum(v for name, _, v in points if name == telemetry.MACHINES.name)
+    assert machines == 3
+
+
+def test_a_sweep_with_no_machine_off_the_cycle_records_no_off_cycle_point(
+    recorded: tuple[Telemetry, Recorded],
+) -> None:
+    emitter, seen = recorded
+    counts = SweepCounts()
+    counts.add(swept(IN_FORCE))
+
+    emitter.swept(counts)
+
+    names = {name for name, _, _ in seen.points()}
+    assert telemetry.OFF_CYCLE.name not in names
+    assert {telemetry.MACHINES.name, telemetry.NEXT_RESTART.name} <= names
+
+
+def test_the_off_cycle_reasons_are_reasons_of_the_core_that_take_a_machine_off_the_track() -> None:
+    from hotpatch.core.reasons import ReasonCode
+
+    assert set(telemetry.OFF_THE_CYCLE) <= set(ReasonCode)
+    assert {ReasonCode(code).state for code in telemetry.OFF_THE_CYCLE} <= {
+        State.NON_COMPLIANT,
+        State.MISCONFIGURED,
+    }
 
 
 def test_a_gauge_value_is_exported_once_not_at_every_export_interval(
