@@ -366,9 +366,14 @@ def test_ctrl_c_during_a_sweep_leaves_no_report_and_no_output(tmp_path: Path) ->
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)
+    # Interrupted once it is under way (the sandbox it started is said), however loaded the
+    # machine is: a fixed delay could land before the command started, or after it ended.
+    assert process.stderr is not None
+    first = process.stderr.readline()
+    assert first.startswith("sandbox: "), first
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, rest = process.communicate(timeout=120)
+    stderr = first + rest
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "hotpatch: error: interrupted"
