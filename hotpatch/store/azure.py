@@ -56,6 +56,11 @@ from hotpatch.store import snapshots
 from hotpatch.store.snapshots import CHUNK_ROWS, ChunkedWriter, TransitionRow, check_run_id
 
 KEEP_SNAPSHOTS = 10
+#: The blob container (snapshots, the latest pointer, catalogs) and the prefix of every table:
+#: the deployment (infra/) creates exactly these, and tests/infra checks it.
+PREFIX = "hotpatch"
+#: The tables, each named `<prefix><name>`.
+TABLES = ("snapshots", "transitions", "runs", "journal", "rollout", "leases")
 _POINTER = "latest.json"
 #: A string property holds up to 64 KiB, 32K UTF-16 characters; a little under, to be safe:
 #: https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model#property-types
@@ -101,7 +106,7 @@ class AzureStore(snapshots.SnapshotReads):
         blobs: BlobServiceClient,
         tables: TableServiceClient,
         *,
-        prefix: str = "hotpatch",
+        prefix: str = PREFIX,
         retention: timedelta = DEFAULT_RETENTION,
         chunk_rows: int = CHUNK_ROWS,
         keep_snapshots: int = KEEP_SNAPSHOTS,
@@ -119,7 +124,7 @@ class AzureStore(snapshots.SnapshotReads):
             self._container: ContainerClient = container
             self._tables: dict[str, TableClient] = {
                 name: tables.create_table_if_not_exists(f"{prefix}{name}")
-                for name in ("snapshots", "transitions", "runs", "journal", "rollout", "leases")
+                for name in TABLES
             }
 
     @classmethod

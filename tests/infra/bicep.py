@@ -4,9 +4,12 @@
     syntax_problems(bicep)           # ERROR and MISSING nodes, as "line:column kind text"
     params(bicep)                    # `param` declarations: name, type, default, description
     modules(bicep)                   # `module` declarations: symbol and the file they reference
+    imports(bicep)                   # `import {...} from '<file>'`: the file of each
+    variables(bicep)                 # `var` declarations: name -> value node
     resources(bicep, "Microsoft.Web/sites")   # `resource` declarations (optionally of a type)
     properties(node, "appSettings")  # the values of every property of that name under a node
     string_values(node, "actions")   # the strings those values are (a string, or strings in arrays)
+    object_keys(node)                # the keys of an object node, in order
 
 Nothing here knows about hotpatch; B's alert and workbook tests use it too.
 """
@@ -141,6 +144,25 @@ def modules(bicep: Bicep) -> list[Module]:
     return found
 
 
+def imports(bicep: Bicep) -> list[str]:
+    """The file each `import ... from '<file>'` names."""
+    return [
+        string_literal(next(child for child in node.children if child.type == "string"))
+        for node in bicep.root.children
+        if node.type == "import_functionality"
+    ]
+
+
+def variables(bicep: Bicep) -> dict[str, Node]:
+    """Each top-level `var`'s value node, by name."""
+    found = {}
+    for node in bicep.root.children:
+        if node.type == "variable_declaration":
+            named = [child for child in node.children if child.is_named]
+            found[_text(named[0])] = named[-1]
+    return found
+
+
 def resources(bicep: Bicep, type_: str | None = None) -> list[Resource]:
     """Resource declarations anywhere in the file (nested children too), of one type if given."""
     found = []
@@ -164,6 +186,18 @@ def properties(node: Node, name: str) -> list[Node]:
             if key_text == name:
                 values.append(value)
     return values
+
+
+def object_keys(node: Node) -> list[str]:
+    """The keys of an object node's own properties (not nested ones), in order."""
+    if node.type != "object":
+        raise ValueError(f"not an object: {node.type} {_text(node)[:60]!r}")
+    keys = []
+    for child in node.children:
+        if child.type == "object_property":
+            key = child.children[0]
+            keys.append(string_literal(key) if key.type == "string" else _text(key))
+    return keys
 
 
 def string_values(node: Node, name: str) -> list[str]:

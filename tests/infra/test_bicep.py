@@ -1,4 +1,4 @@
-"""Every Bicep file under infra/ parses, and every module it calls is a file that exists."""
+"""Every Bicep file under infra/ parses, and every module it calls or file it imports exists."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.bicep import INFRA, bicep_files, modules, parse, syntax_problems
+from tests.infra.bicep import INFRA, bicep_files, imports, modules, parse, syntax_problems
 
 FILES = bicep_files()
 
@@ -25,6 +25,12 @@ def test_each_bicep_file_parses_without_an_error_or_a_missing_node(path: Path) -
 def test_each_module_a_bicep_file_calls_is_a_file_beside_it(path: Path) -> None:
     for module in modules(parse(path)):
         assert (path.parent / module.path).is_file(), f"{path.name}: module {module.symbol}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda path: str(path.relative_to(INFRA)))
+def test_each_file_a_bicep_file_imports_from_is_a_file_beside_it(path: Path) -> None:
+    for imported in imports(parse(path)):
+        assert (path.parent / imported).is_file(), f"{path.name}: import from {imported}"
 
 
 def test_the_reader_sees_a_broken_file_as_broken(tmp_path: Path) -> None:
