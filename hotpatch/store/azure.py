@@ -123,8 +123,7 @@ class AzureStore(snapshots.SnapshotReads):
                 container.create_container()
             self._container: ContainerClient = container
             self._tables: dict[str, TableClient] = {
-                name: tables.create_table_if_not_exists(f"{prefix}{name}")
-                for name in TABLES
+                name: tables.create_table_if_not_exists(f"{prefix}{name}") for name in TABLES
             }
 
     @classmethod
