@@ -242,6 +242,167 @@ module scopeRoles 'modules/scope-roles.bicep' = [
 ]
 
 // >>> alerts and workbook (owned by infra/modules/alerts.bicep, workbook.bicep)
+
+@description('Whether the alert rules evaluate.')
+param alertsEnabled bool = true
+
+@description('Email addresses the alerts\' action group notifies.')
+param alertEmails array = []
+
+@description('Webhook URLs the alerts\' action group calls with the common alert schema (a URL that carries a secret is kept in the deployment\'s parameters).')
+param alertWebhooks array = []
+
+@minValue(0)
+@description('Non-compliant machines alert: fires when the latest complete sweep counts more non-compliant machines than this.')
+param alertNonCompliantThreshold int = 0
+
+@allowed([0, 1, 2, 3, 4])
+@description('Non-compliant machines alert: severity (0 critical .. 4 verbose).')
+param alertNonCompliantSeverity int = 2
+
+@allowed([5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440])
+@description('Non-compliant machines alert: minutes between evaluations.')
+param alertNonCompliantFrequencyMinutes int = 60
+
+@minValue(1)
+@maxValue(48)
+@description('Non-compliant machines alert: hours of telemetry each evaluation reads (the latest sweep within them counts).')
+param alertNonCompliantWindowHours int = 2
+
+@minValue(0)
+@description('Off-cycle alert: fires when the latest complete sweep counts more machines off the hotpatch cycle than this (0: any).')
+param alertOffCycleThreshold int = 0
+
+@allowed([0, 1, 2, 3, 4])
+@description('Off-cycle alert: severity.')
+param alertOffCycleSeverity int = 2
+
+@allowed([5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440])
+@description('Off-cycle alert: minutes between evaluations.')
+param alertOffCycleFrequencyMinutes int = 60
+
+@minValue(1)
+@maxValue(48)
+@description('Off-cycle alert: hours of telemetry each evaluation reads.')
+param alertOffCycleWindowHours int = 2
+
+@minValue(0)
+@description('Stale assessments alert: fires when the latest complete sweep counts more machines whose patch assessment is stale, missing or failed than this.')
+param alertStaleAssessmentsThreshold int = 0
+
+@allowed([0, 1, 2, 3, 4])
+@description('Stale assessments alert: severity.')
+param alertStaleAssessmentsSeverity int = 3
+
+@allowed([5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440])
+@description('Stale assessments alert: minutes between evaluations.')
+param alertStaleAssessmentsFrequencyMinutes int = 60
+
+@minValue(1)
+@maxValue(48)
+@description('Stale assessments alert: hours of telemetry each evaluation reads.')
+param alertStaleAssessmentsWindowHours int = 2
+
+@minValue(0)
+@description('Remediation failures alert: fires when failed patch operations, poisoned batches and failed remediation runs within the window add up to more than this.')
+param alertRemediationFailuresThreshold int = 0
+
+@allowed([0, 1, 2, 3, 4])
+@description('Remediation failures alert: severity.')
+param alertRemediationFailuresSeverity int = 1
+
+@allowed([5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440])
+@description('Remediation failures alert: minutes between evaluations.')
+param alertRemediationFailuresFrequencyMinutes int = 60
+
+@minValue(1)
+@maxValue(48)
+@description('Remediation failures alert: hours of telemetry each evaluation reads.')
+param alertRemediationFailuresWindowHours int = 1
+
+@minValue(0)
+@description('Stale release catalog alert: fires when the release catalog in force has learnt of no release for more than this many days.')
+param alertStaleCatalogDays int = 3
+
+@allowed([0, 1, 2, 3, 4])
+@description('Stale release catalog alert: severity.')
+param alertStaleCatalogSeverity int = 2
+
+@allowed([5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440])
+@description('Stale release catalog alert: minutes between evaluations.')
+param alertStaleCatalogFrequencyMinutes int = 360
+
+@minValue(1)
+@maxValue(48)
+@description('Stale release catalog alert: hours of telemetry each evaluation reads (the newest staleness within them counts).')
+param alertStaleCatalogWindowHours int = 6
+
+@minValue(1)
+@maxValue(48)
+@description('Sweep heartbeat alert: fires when no sweep completed within this many hours, also when the app sends nothing at all.')
+param alertSweepHeartbeatHours int = 3
+
+@allowed([0, 1, 2, 3, 4])
+@description('Sweep heartbeat alert: severity.')
+param alertSweepHeartbeatSeverity int = 1
+
+@allowed([5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440])
+@description('Sweep heartbeat alert: minutes between evaluations.')
+param alertSweepHeartbeatFrequencyMinutes int = 30
+
+@description('Name of the workbook in the portal.')
+param workbookDisplayName string = 'hotpatch'
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    workspaceId: monitoring.outputs.workspaceId
+    enabled: alertsEnabled
+    emails: alertEmails
+    webhooks: alertWebhooks
+    nonCompliantThreshold: alertNonCompliantThreshold
+    nonCompliantSeverity: alertNonCompliantSeverity
+    nonCompliantFrequencyMinutes: alertNonCompliantFrequencyMinutes
+    nonCompliantWindowHours: alertNonCompliantWindowHours
+    offCycleThreshold: alertOffCycleThreshold
+    offCycleSeverity: alertOffCycleSeverity
+    offCycleFrequencyMinutes: alertOffCycleFrequencyMinutes
+    offCycleWindowHours: alertOffCycleWindowHours
+    staleAssessmentsThreshold: alertStaleAssessmentsThreshold
+    staleAssessmentsSeverity: alertStaleAssessmentsSeverity
+    staleAssessmentsFrequencyMinutes: alertStaleAssessmentsFrequencyMinutes
+    staleAssessmentsWindowHours: alertStaleAssessmentsWindowHours
+    remediationFailuresThreshold: alertRemediationFailuresThreshold
+    remediationFailuresSeverity: alertRemediationFailuresSeverity
+    remediationFailuresFrequencyMinutes: alertRemediationFailuresFrequencyMinutes
+    remediationFailuresWindowHours: alertRemediationFailuresWindowHours
+    staleCatalogDays: alertStaleCatalogDays
+    staleCatalogSeverity: alertStaleCatalogSeverity
+    staleCatalogFrequencyMinutes: alertStaleCatalogFrequencyMinutes
+    staleCatalogWindowHours: alertStaleCatalogWindowHours
+    sweepHeartbeatHours: alertSweepHeartbeatHours
+    sweepHeartbeatSeverity: alertSweepHeartbeatSeverity
+    sweepHeartbeatFrequencyMinutes: alertSweepHeartbeatFrequencyMinutes
+  }
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    workspaceId: monitoring.outputs.workspaceId
+    appInsightsId: monitoring.outputs.appInsightsId
+    displayName: workbookDisplayName
+  }
+}
+
 // <<< alerts and workbook
 
 output AZURE_LOCATION string = location
