@@ -193,6 +193,10 @@ module functionApp 'modules/function-app.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     entraClientId: entraClientId
+    openPaths: [
+      '/api/health'
+      '/api/openapi.json'
+    ]
     // Every setting of hotpatch/settings.py, and only those (tests/infra checks the set).
     appSettings: {
       HOTPATCH_IMAGE_CATALOG: imageCatalog

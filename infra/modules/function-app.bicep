@@ -47,6 +47,9 @@ param appSettings object
 @description('Client id of the Microsoft Entra app for App Service Authentication; empty: none.')
 param entraClientId string
 
+@description('Paths anyone may read without signing in (the API\'s own open paths).')
+param openPaths array
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -139,6 +142,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       globalValidation: {
         requireAuthentication: true
         unauthenticatedClientAction: 'Return401'
+        // As the API itself: health and the OpenAPI document are open (hotpatch/api/access.py).
+        excludedPaths: openPaths
       }
       identityProviders: {
         azureActiveDirectory: {

@@ -14,9 +14,11 @@ param environmentName string
 param assignableScopes array
 
 resource operatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
-  name: guid(tenant().tenantId, environmentName, 'hotpatch-patch-operator')
+  // Role definitions are the tenant's: name and roleName are unique there, per subscription
+  // and environment.
+  name: guid(subscription().id, environmentName, 'hotpatch-patch-operator')
   properties: {
-    roleName: 'hotpatch patch operator (${environmentName})'
+    roleName: 'hotpatch patch operator (${environmentName}, ${subscription().subscriptionId})'
     description: 'Assess and install patches on Azure VMs and Azure Arc machines, and follow those operations (hotpatch).'
     type: 'CustomRole'
     assignableScopes: assignableScopes

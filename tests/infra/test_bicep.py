@@ -1,12 +1,30 @@
-"""Every Bicep file under infra/ parses, and every module it calls or file it imports exists."""
+"""Every Bicep file under infra/ parses, every module it calls or file it imports exists, and the
+README lists every parameter of the two deployments once, with its default; azd, the app package
+and the Entra app roles line up with the code."""
 
 from __future__ import annotations
 
+import fnmatch
+import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.infra.bicep import INFRA, bicep_files, imports, modules, parse, syntax_problems
+from hotpatch.api.access import OPERATE_ROLE, READ_ROLE
+from tests.infra.bicep import (
+    INFRA,
+    bicep_files,
+    imports,
+    modules,
+    params,
+    parse,
+    resources,
+    string_literal,
+    syntax_problems,
+    variables,
+)
 
 FILES = bicep_files()
 
@@ -38,3 +56,93 @@ def test_the_reader_sees_a_broken_file_as_broken(tmp_path: Path) -> None:
     broken.write_text("param location string =\nresource x 'A/b@1' = {\n", encoding="utf-8")
 
     assert syntax_problems(parse(broken)) != []
+
+
+#: A row of a parameter table: | `name` | default | meaning |
+_ROW = re.compile(r"^\| `(?P<name>[A-Za-z0-9_]+)` \| (?P<default>[^|]*) \|", re.MULTILINE)
+_CODE = re.compile(r"`([^`]*)`")
+
+
+def readme_parameter_rows(heading: str) -> list[tuple[str, str]]:
+    """The (name, default cell) rows under a README heading of the Deployment section, down to
+    the next `###` heading (the alert parameters' table between its markers included)."""
+    text = (INFRA.parent / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Deployment\n", 1)[1].split("\n## ", 1)[0]
+    table = section.split(f"\n### {heading}\n", 1)[1].split("\n### ", 1)[0]
+    return [(row["name"], row["default"].strip()) for row in _ROW.finditer(table)]
+
+
+def _documented_default(cell: str) -> str | None:
+    """The default a README cell states: its first code span, or None when it says none."""
+    if cell.startswith("none"):
+        return None
+    found = _CODE.match(cell)
+    assert found, f"a default is `code` or 'none ...': {cell!r}"
+    return found.group(1)
+
+
+@pytest.mark.parametrize(
+    ("template", "heading"),
+    [
+        ("main.bicep", "Parameters of `infra/main.bicep`"),
+        ("management-group.bicep", "Parameters of `infra/management-group.bicep`"),
+    ],
+)
+def test_the_readme_lists_every_parameter_once_with_its_default(
+    template: str, heading: str
+) -> None:
+    declared = {param.name: param for param in params(parse(INFRA / template))}
+    rows = readme_parameter_rows(heading)
+    names = [name for name, _ in rows]
+
+    assert len(names) == len(set(names)), "a parameter is listed twice"
+    assert set(names) == set(declared)
+    for name, cell in rows:
+        default = declared[name].default
+        expected = None if default is None else " ".join(default.split())
+        assert _documented_default(cell) == expected, name
+
+
+def test_every_parameter_says_what_it_is_for() -> None:
+    for path in (INFRA / "main.bicep", INFRA / "management-group.bicep"):
+        for param in params(parse(path)):
+            assert param.description, f"{path.name}: {param.name} has no @description"
+
+
+def test_azd_deploys_the_repository_to_the_service_the_bicep_tags() -> None:
+    azure = yaml.safe_load((INFRA.parent / "azure.yaml").read_text(encoding="utf-8"))
+    [(service, spec)] = azure["services"].items()
+    main = parse(INFRA / "main.bicep")
+
+    assert spec == {"project": ".", "language": "python", "host": "function"}
+    assert azure["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
+    assert string_literal(variables(main)["serviceName"]) == service
+    site = resources(parse(INFRA / "modules" / "function-app.bicep"), "Microsoft.Web/sites")[0]
+    assert "'azd-service-name': serviceName" in (site.node.text or b"").decode()
+
+
+def test_the_azd_parameters_file_names_only_parameters_and_every_required_one() -> None:
+    document = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))
+    declared = {param.name: param for param in params(parse(INFRA / "main.bicep"))}
+    given = set(document["parameters"])
+
+    assert given <= set(declared)
+    assert {name for name, param in declared.items() if param.default is None} <= given
+
+
+def test_the_app_package_keeps_what_the_functions_host_loads() -> None:
+    ignored = [
+        line.strip()
+        for line in (INFRA.parent / ".funcignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for kept in ("function_app.py", "host.json", "requirements.txt", "hotpatch/", "examples/"):
+        assert not [pattern for pattern in ignored if fnmatch.fnmatch(kept, pattern)], kept
+
+
+def test_the_entra_app_roles_are_the_ones_the_api_checks() -> None:
+    roles = json.loads((INFRA / "app-roles.json").read_text(encoding="utf-8"))
+
+    assert sorted(role["value"] for role in roles) == sorted([OPERATE_ROLE, READ_ROLE])
+    assert all(role["isEnabled"] for role in roles)
+    assert len({role["id"] for role in roles}) == len(roles)

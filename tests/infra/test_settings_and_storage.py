@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from tree_sitter import Node
 
+from hotpatch.api.access import OPEN_PATHS
 from hotpatch.azure.queues import CONNECTION
 from hotpatch.settings import PREFIX, Settings
 from hotpatch.store.azure import PREFIX as STORE_PREFIX
@@ -214,3 +215,13 @@ def test_the_app_runs_python_3_11_on_flex_consumption_as_the_user_assigned_ident
     assert [(c.text or b"").decode() for c in properties(authentication, "type")] == [
         "'UserAssignedIdentity'"
     ]
+
+
+def test_app_service_authentication_leaves_open_exactly_the_api_s_open_paths() -> None:
+    [function_app] = [
+        m for m in MAIN.root.children if b"modules/function-app.bicep" in (m.text or b"")
+    ]
+    [paths] = properties(function_app, "openPaths")
+    assert set(_strings(paths)) == OPEN_PATHS
+    [excluded] = properties(FUNCTION_APP.root, "excludedPaths")
+    assert (excluded.text or b"").decode() == "openPaths"
