@@ -210,7 +210,8 @@ module functionApp 'modules/function-app.bicep' = {
       HOTPATCH_SUBSCRIPTIONS: join(subscriptionScopes, ',')
       HOTPATCH_MANAGEMENT_GROUPS: join(managementGroups, ',')
       HOTPATCH_MANAGED_IDENTITY_CLIENT_ID: identity.outputs.clientId
-      // Relative to the app's root, which the Python worker makes its working directory.
+      // Relative to the app's root, which the Python worker makes its working directory:
+      // https://github.com/Azure/azure-functions-python-worker/issues/700
       HOTPATCH_REMEDIATION_POLICY: remediate ? remediationPolicyFile : ''
       HOTPATCH_REQUIRE_ROLES: empty(entraClientId) ? 'false' : 'true'
       // The store's Blob endpoint: snapshots in Blob, records in Table of the same account.
