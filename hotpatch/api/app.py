@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, unquote_plus
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -113,6 +113,10 @@ CSV_COLUMNS = (
     "last_assessed",
     "next_restart",
 )
+#: Parameters a next page's link does not repeat: the old token, and the API key.
+_NOT_REPEATED = frozenset({"continuationToken", "code"})
+#: A query parameter that may be repeated as it was written: nothing a URL would read otherwise.
+_PLAIN_PARAMETER = re.compile(r"[\w.~%+=:,/@!$'()*;-]*", re.ASCII)
 _ARM_ID = re.compile(r"^/*subscriptions/", re.IGNORECASE)
 
 
@@ -210,20 +214,17 @@ class _Api:
                 headers = {"X-Continuation-Token": next_token, "Link": f'<{next_link}>; rel="next"'}
             text = csv_text(CSV_COLUMNS, (_csv_row(index.document(row)) for row in page.rows))
             return Response(text, media_type="text/csv; charset=utf-8", headers=headers)
-        body = b"".join(
-            (
-                b'{"snapshot":',
-                index.snapshot_bytes,
-                b',"value":[',
-                index.items(page.rows),
-                b'],"continuationToken":',
-                _json(next_token),
-                b',"nextLink":',
-                _json(next_link),
-                b"}",
-            )
+        # The rows' JSON was made when the snapshot was indexed: the body is one join of it.
+        pieces = [b'{"snapshot":', index.snapshot_bytes, b',"value":[']
+        pieces += index.item_pieces(page.rows)
+        pieces += (
+            b'],"continuationToken":',
+            _json(next_token),
+            b',"nextLink":',
+            _json(next_link),
+            b"}",
         )
-        return Response(body, media_type="application/json")
+        return Response(b"".join(pieces), media_type="application/json")
 
     async def summary(self, request: Request) -> Response:
         params = Params(request.query_params.multi_items(), {"trend"})
@@ -512,13 +513,24 @@ def _too_large() -> Problem:
 def _next_link(request: Request, token: str) -> str:
     """This request's URL for the next page: the same filters, the new token, and never the
     API key (a key belongs in the header, not in a document that may be logged)."""
-    kept = [
-        (name, value)
-        for name, value in request.query_params.multi_items()
-        if name not in ("continuationToken", "code")
-    ]
-    kept.append(("continuationToken", token))
-    return str(request.url.replace(query=urlencode(kept)))
+    # Each parameter as the client wrote it when that is plainly URL-safe (the usual case, and
+    # cheaper than decoding and encoding them all), else encoded again; a token is URL-safe
+    # base64 and needs no quoting.
+    base, _, query = str(request.url).partition("?")
+    kept: list[str] = []
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        name = unquote_plus(name)
+        if name in _NOT_REPEATED:
+            continue
+        if _PLAIN_PARAMETER.fullmatch(part):
+            kept.append(part)
+        else:
+            kept.append(f"{quote_plus(name)}={quote_plus(unquote_plus(value))}")
+    kept.append(f"continuationToken={token}")
+    return f"{base}?{'&'.join(kept)}"
 
 
 def _csv_row(row: dict[str, Any]) -> list[object]:
@@ -543,8 +555,9 @@ def _csv_row(row: dict[str, Any]) -> list[object]:
     ]
 
 
-def _json(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+def _json(value: str | None) -> bytes:
+    # json.dumps with no options takes its cached encoder (a string has no separators to set)
+    return json.dumps(value).encode()
 
 
 # -- errors -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -108,18 +108,24 @@ class ComplianceFilter:
 
     def fingerprint(self) -> str:
         """The same for the same filter however its parameters were ordered or cased."""
-        canonical = [
-            sorted(s.value for s in self.states),
-            sorted(s.casefold() for s in self.subscriptions),
-            sorted(g.casefold() for g in self.resource_groups),
-            sorted(o.value for o in self.os),
-            sorted(self.rings),
-            sorted(set(self.tags)),
-            self.eligible,
-            sorted(self.reasons),
-        ]
-        text = json.dumps(canonical, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _fingerprint(self)
+
+
+@lru_cache(maxsize=1024)
+def _fingerprint(query: ComplianceFilter) -> str:
+    # Remembered: every page of a listing (and its token) asks for it again.
+    canonical = [
+        sorted(s.value for s in query.states),
+        sorted(s.casefold() for s in query.subscriptions),
+        sorted(g.casefold() for g in query.resource_groups),
+        sorted(o.value for o in query.os),
+        sorted(query.rings),
+        sorted(set(query.tags)),
+        query.eligible,
+        sorted(query.reasons),
+    ]
+    text = json.dumps(canonical, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +143,8 @@ class TokenError(ValueError):
 
 
 def encode_token(run_id: str, row: int, query: ComplianceFilter) -> str:
-    raw = json.dumps({"s": run_id, "r": row, "f": query.fingerprint()}, separators=(",", ":"))
+    # {"s": run_id, "r": row, "f": fingerprint} as compact JSON, written out (every page has one)
+    raw = f'{{"s":{json.dumps(run_id)},"r":{row:d},"f":"{query.fingerprint()}"}}'
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -343,20 +350,26 @@ class SnapshotIndex:
 
     def items(self, rows: Iterable[int]) -> bytes:
         """The JSON of these rows, comma-separated (the inside of a JSON array)."""
+        return b"".join(self.item_pieces(rows))
+
+    def item_pieces(self, rows: Iterable[int]) -> list[bytes]:
+        """`items` in pieces, for a page to join once with its own parts."""
         owns = self._owns
-        first, second, third = ((part._values, part._of) for part in self._parts)
+        (first, first_of), (second, second_of), (third, third_of) = (
+            (part._values, part._of) for part in self._parts
+        )
         pieces: list[bytes] = []
         for row in rows:
             pieces += (
                 owns[row],
-                first[0][first[1][row]],
-                second[0][second[1][row]],
-                third[0][third[1][row]],
+                first[first_of[row]],
+                second[second_of[row]],
+                third[third_of[row]],
                 b"},",
             )
         if pieces:
             pieces[-1] = b"}"
-        return b"".join(pieces)
+        return pieces
 
     def _constraints(self, query: ComplianceFilter) -> list[list[array[int]]] | None:
         """The posting lists each condition allows (any of a condition's, all conditions);

@@ -106,11 +106,17 @@ class Params:
 
 
 def _member(name: str, text: str, choices: Iterable[str], make: Callable[[str], _T]) -> _T:
-    options = sorted(choices)
+    options = choices if isinstance(choices, frozenset) else frozenset(choices)
     if text not in options:
-        shown = ", ".join(options) if len(options) <= 12 else ", ".join(options[:12]) + ", ..."
+        ordered = sorted(options)
+        shown = ", ".join(ordered) if len(ordered) <= 12 else ", ".join(ordered[:12]) + ", ..."
         raise bad_parameter(name, f"{text!r} is not one of {shown}")
     return make(text)
+
+
+_STATES = frozenset(m.value for m in State)
+_OS = frozenset(m.value for m in OsFamily)
+_REASONS = frozenset(m.value for m in ReasonCode)
 
 
 def compliance_filter(params: Params) -> ComplianceFilter:
@@ -134,20 +140,14 @@ def compliance_filter(params: Params) -> ComplianceFilter:
         if not 0 < len(ring) <= RING_MAX:
             raise bad_parameter("ring", f"a ring name has 1 to {RING_MAX} characters")
     return ComplianceFilter(
-        states=frozenset(
-            _member("state", s, (m.value for m in State), State) for s in params.many("state")
-        ),
+        states=frozenset(_member("state", s, _STATES, State) for s in params.many("state")),
         subscriptions=frozenset(params.many("subscription")),
         resource_groups=frozenset(params.many("resourceGroup")),
-        os=frozenset(
-            _member("os", o, (m.value for m in OsFamily), OsFamily) for o in params.many("os")
-        ),
+        os=frozenset(_member("os", o, _OS, OsFamily) for o in params.many("os")),
         rings=frozenset(rings),
         tags=tuple(_tag(text) for text in params.many("tag")),
         eligible=params.boolean("eligible"),
-        reasons=frozenset(
-            _member("reason", r, (m.value for m in ReasonCode), str) for r in params.many("reason")
-        ),
+        reasons=frozenset(_member("reason", r, _REASONS, str) for r in params.many("reason")),
     )
 
 

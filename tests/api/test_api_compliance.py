@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import http.client
 import io
+import json
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
@@ -158,6 +160,28 @@ def test_the_next_link_repeats_the_filters_with_the_new_token_and_never_the_key(
     ]
     following = httpx.get(page["nextLink"], headers={"x-functions-key": KEY}).json()
     assert following["value"][0]["id"] not in ids(page["value"])
+
+
+def test_the_next_link_quotes_what_was_sent_unquoted_and_drops_a_key_however_written(
+    api_url: str,
+) -> None:
+    # http.client sends the query as written: a raw '"' and the key's name percent-encoded.
+    address = urlsplit(api_url)
+    connection = http.client.HTTPConnection(str(address.hostname), address.port, timeout=60)
+    try:
+        connection.request("GET", f'/api/compliance?ring=ring0&ring=a"b&top=1&%63ode={KEY}')
+        page = json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+    link = page["nextLink"]
+    assert '"' not in link
+    assert KEY not in link
+    assert parse_qsl(urlsplit(link).query) == [
+        ("ring", "ring0"),
+        ("ring", 'a"b'),
+        ("top", "1"),
+        ("continuationToken", page["continuationToken"]),
+    ]
 
 
 def test_a_token_from_an_older_snapshot_is_410_saying_start_again() -> None:
