@@ -36,6 +36,9 @@ METER_NAME = "hotpatch"
 LOGGER_NAME = "hotpatch.telemetry"
 #: The variable that switches Azure Monitor on (the Functions host sets it from the app setting).
 CONNECTION_STRING_VARIABLE = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+#: How the exporter authenticates: "ClientId=<id>;Authorization=AAD" sends as that managed
+#: identity (the deployment turns the resource's key off). The exporter reads it itself.
+AUTHENTICATION_STRING_VARIABLE = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
 
 
 class Instrument(StrEnum):

@@ -147,6 +147,7 @@ module monitoring 'modules/monitoring.bicep' = {
     tags: tags
     resourceToken: resourceToken
     retentionInDays: logRetentionDays
+    principalId: identity.outputs.principalId
   }
 }
 

@@ -82,6 +82,10 @@ var hostSettings = {
   AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
   AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+  // Telemetry goes as the identity (Application Insights takes no key-authenticated telemetry):
+  // the host and the service's Azure Monitor exporter both read this setting.
+  // https://learn.microsoft.com/azure/azure-functions/functions-app-settings#applicationinsights_authentication_string
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {

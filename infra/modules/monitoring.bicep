@@ -13,6 +13,9 @@ param resourceToken string
 @description('Days Log Analytics keeps data.')
 param retentionInDays int
 
+@description('Principal id of the identity that sends the telemetry (Monitoring Metrics Publisher on Application Insights).')
+param principalId string
+
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: 'log-${resourceToken}'
   location: location
@@ -33,9 +36,24 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   properties: {
     Application_Type: 'web'
     WorkspaceResourceId: workspace.id
-    // hotpatch/telemetry.py calls configure_azure_monitor(connection_string=...) without a
-    // credential, so ingestion authenticates with the connection string's key: local auth stays on.
-    DisableLocalAuth: false
+    // Only Microsoft Entra-authenticated telemetry is taken: the app sends as its identity
+    // (APPLICATIONINSIGHTS_AUTHENTICATION_STRING, which the Azure Monitor exporter reads), so the
+    // connection string's key grants nothing.
+    // https://learn.microsoft.com/azure/azure-monitor/app/azure-ad-authentication
+    DisableLocalAuth: true
+  }
+}
+
+// Monitoring Metrics Publisher publishes all telemetry, not only metrics (same page).
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+
+resource publisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, principalId, monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
   }
 }
 

@@ -28,6 +28,7 @@ from hotpatch.ports.patch_operations import (
 from hotpatch.sandbox.estate import Estate
 from hotpatch.sandbox.request_log import read_requests
 from hotpatch.sandbox.server import Sandbox, SandboxConfig
+from hotpatch.telemetry import AUTHENTICATION_STRING_VARIABLE
 from tests.infra.bicep import (
     INFRA,
     Bicep,
@@ -52,6 +53,8 @@ STORAGE_DATA_ROLES = {
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
 }
+#: The identity sends telemetry to Application Insights as itself (modules/monitoring.bicep).
+MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 #: Roles that administer: never granted.
 FORBIDDEN = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
@@ -295,7 +298,7 @@ def test_in_report_mode_the_operator_role_is_neither_defined_nor_assigned() -> N
 
 
 def test_no_role_id_in_infra_is_owner_contributor_or_user_access_administrator() -> None:
-    allowed = {READER, *STORAGE_DATA_ROLES}
+    allowed = {READER, *STORAGE_DATA_ROLES, MONITORING_METRICS_PUBLISHER}
     for path in bicep_files():
         text = path.read_text(encoding="utf-8")
         ids = {found.lower() for found in _GUID.findall(text)}
@@ -315,3 +318,37 @@ def test_no_role_is_named_owner_contributor_or_user_access_administrator() -> No
         text = path.read_text(encoding="utf-8")
         for role in FORBIDDEN.values():
             assert f"'{role}'" not in text, (path.name, role)
+
+
+def test_telemetry_is_sent_as_the_identity_and_application_insights_takes_no_key() -> None:
+    monitoring = parse(INFRA / "modules/monitoring.bicep")
+    [component] = resources(monitoring, "Microsoft.Insights/components")
+    [local_auth_off] = properties(component.node, "DisableLocalAuth")
+    assert local_auth_off.text == b"true"
+    [publisher] = resources(monitoring, "Microsoft.Authorization/roleAssignments")
+    assert b"monitoringMetricsPublisher" in (publisher.node.text or b"")
+    assert f"'{MONITORING_METRICS_PUBLISHER}'" in monitoring.path.read_text(encoding="utf-8")
+    app = (INFRA / "modules/function-app.bicep").read_text(encoding="utf-8")
+    assert (
+        f"{AUTHENTICATION_STRING_VARIABLE}: 'ClientId=${{identityClientId}};Authorization=AAD'"
+        in app
+    )
+
+
+def test_the_azure_monitor_exporter_takes_the_identity_the_authentication_setting_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The service hands configure_azure_monitor no credential: the exporter reads the setting
+    # itself. This holds the installed exporter to that (a private attribute: it is the only
+    # place the choice is visible without sending telemetry).
+    from azure.identity import ManagedIdentityCredential
+    from azure.monitor.opentelemetry.exporter import AzureMonitorLogExporter
+
+    monkeypatch.setenv(
+        AUTHENTICATION_STRING_VARIABLE,
+        "ClientId=00000000-0000-0000-0000-000000000001;Authorization=AAD",
+    )
+    exporter = AzureMonitorLogExporter(
+        connection_string="InstrumentationKey=00000000-0000-0000-0000-000000000002"
+    )
+    assert isinstance(exporter._credential, ManagedIdentityCredential)

@@ -16,7 +16,7 @@ from hotpatch.azure.queues import CONNECTION
 from hotpatch.settings import PREFIX, Settings
 from hotpatch.store.azure import PREFIX as STORE_PREFIX
 from hotpatch.store.azure import TABLES
-from hotpatch.telemetry import CONNECTION_STRING_VARIABLE
+from hotpatch.telemetry import AUTHENTICATION_STRING_VARIABLE, CONNECTION_STRING_VARIABLE
 from tests.functions.conftest import load_function_app
 from tests.infra.bicep import (
     INFRA,
@@ -96,7 +96,10 @@ def test_local_settings_example_holds_the_same_settings() -> None:
 
 def test_every_other_setting_bicep_sets_is_the_host_s_storage_connection_or_telemetry() -> None:
     others = set(host_settings())
-    assert others == HOST_STORAGE_KEYS | {CONNECTION_STRING_VARIABLE}
+    assert others == HOST_STORAGE_KEYS | {
+        CONNECTION_STRING_VARIABLE,
+        AUTHENTICATION_STRING_VARIABLE,
+    }
     assert not {name for name in others if name.startswith(PREFIX)}
 
 
