@@ -270,8 +270,7 @@ param alertNonCompliantSeverity int = 2
 @description('Non-compliant machines alert: minutes between evaluations.')
 param alertNonCompliantFrequencyMinutes int = 60
 
-@minValue(1)
-@maxValue(48)
+@allowed([1, 2, 3, 4, 5, 6, 24, 48])
 @description('Non-compliant machines alert: hours of telemetry each evaluation reads (the latest sweep within them counts).')
 param alertNonCompliantWindowHours int = 2
 
@@ -287,8 +286,7 @@ param alertOffCycleSeverity int = 2
 @description('Off-cycle alert: minutes between evaluations.')
 param alertOffCycleFrequencyMinutes int = 60
 
-@minValue(1)
-@maxValue(48)
+@allowed([1, 2, 3, 4, 5, 6, 24, 48])
 @description('Off-cycle alert: hours of telemetry each evaluation reads.')
 param alertOffCycleWindowHours int = 2
 
@@ -304,8 +302,7 @@ param alertStaleAssessmentsSeverity int = 3
 @description('Stale assessments alert: minutes between evaluations.')
 param alertStaleAssessmentsFrequencyMinutes int = 60
 
-@minValue(1)
-@maxValue(48)
+@allowed([1, 2, 3, 4, 5, 6, 24, 48])
 @description('Stale assessments alert: hours of telemetry each evaluation reads.')
 param alertStaleAssessmentsWindowHours int = 2
 
@@ -321,8 +318,7 @@ param alertRemediationFailuresSeverity int = 1
 @description('Remediation failures alert: minutes between evaluations.')
 param alertRemediationFailuresFrequencyMinutes int = 60
 
-@minValue(1)
-@maxValue(48)
+@allowed([1, 2, 3, 4, 5, 6, 24, 48])
 @description('Remediation failures alert: hours of telemetry each evaluation reads.')
 param alertRemediationFailuresWindowHours int = 1
 
@@ -338,13 +334,11 @@ param alertStaleCatalogSeverity int = 2
 @description('Stale release catalog alert: minutes between evaluations.')
 param alertStaleCatalogFrequencyMinutes int = 360
 
-@minValue(1)
-@maxValue(48)
+@allowed([1, 2, 3, 4, 5, 6, 24, 48])
 @description('Stale release catalog alert: hours of telemetry each evaluation reads (the newest staleness within them counts).')
 param alertStaleCatalogWindowHours int = 6
 
-@minValue(1)
-@maxValue(48)
+@allowed([1, 2, 3, 4, 5, 6, 24, 48])
 @description('Sweep heartbeat alert: fires when no sweep completed within this many hours, also when the app sends nothing at all.')
 param alertSweepHeartbeatHours int = 3
 

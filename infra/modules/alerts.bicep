@@ -176,9 +176,12 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
       scopes: [
         workspaceId
       ]
-      // ISO 8601 durations; whole hours as hours (PT1H rather than PT60M).
-      evaluationFrequency: rule.frequencyMinutes % 60 == 0 ? 'PT${rule.frequencyMinutes / 60}H' : 'PT${rule.frequencyMinutes}M'
-      windowSize: 'PT${rule.windowHours}H'
+      // ISO 8601 durations as Azure Monitor lists them: whole days as days (P1D, not PT24H), whole
+      // hours as hours (PT1H, not PT60M). A window is one of its granularities (5, 10, 15, 30, 45
+      // minutes, 1 to 6 hours, 1 or 2 days; main.bicep allows only those):
+      // https://github.com/Azure/azure-rest-api-specs/issues/21258
+      evaluationFrequency: rule.frequencyMinutes % 1440 == 0 ? 'P${rule.frequencyMinutes / 1440}D' : (rule.frequencyMinutes % 60 == 0 ? 'PT${rule.frequencyMinutes / 60}H' : 'PT${rule.frequencyMinutes}M')
+      windowSize: rule.windowHours % 24 == 0 ? 'P${rule.windowHours / 24}D' : 'PT${rule.windowHours}H'
       criteria: {
         allOf: [
           {

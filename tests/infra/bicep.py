@@ -2,7 +2,7 @@
 
     bicep = parse(path)              # a Bicep file's syntax tree
     syntax_problems(bicep)           # ERROR and MISSING nodes, as "line:column kind text"
-    params(bicep)                    # `param` declarations: name, type, default, description
+    params(bicep)                    # `param`s: name, type, default, description, @allowed values
     modules(bicep)                   # `module` declarations: symbol and the file they reference
     imports(bicep)                   # `import {...} from '<file>'`: the file of each
     variables(bicep)                 # `var` declarations: name -> value node
@@ -49,6 +49,8 @@ class Param:
     #: The default's source text (`'report'`, `30`, `[]`, `resourceGroup().location`); None if none.
     default: str | None
     description: str | None
+    #: The source text of each value of its `@allowed([...])`; None without the decorator.
+    allowed: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,14 @@ def _description(decorators: Node | None) -> str | None:
     return string_literal(strings[0]) if strings else None
 
 
+def _allowed(decorators: Node | None) -> tuple[str, ...] | None:
+    arguments = _decorator_call(decorators, "allowed")
+    arrays = [node for node in arguments.children if node.type == "array"] if arguments else []
+    if not arrays:
+        return None
+    return tuple(_text(item) for item in arrays[0].children if item.is_named)
+
+
 def params(bicep: Bicep) -> list[Param]:
     found = []
     decorators: Node | None = None
@@ -128,7 +138,15 @@ def params(bicep: Bicep) -> list[Param]:
             named = [child for child in node.children if child.is_named]
             equals = [index for index, child in enumerate(node.children) if child.type == "="]
             default = _text(node.children[equals[0] + 1]) if equals else None
-            found.append(Param(_text(named[0]), _text(named[1]), default, _description(decorators)))
+            found.append(
+                Param(
+                    _text(named[0]),
+                    _text(named[1]),
+                    default,
+                    _description(decorators),
+                    _allowed(decorators),
+                )
+            )
         if node.type != "comment":
             decorators = node if node.type == "decorators" else None
     return found

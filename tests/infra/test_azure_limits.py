@@ -1,0 +1,135 @@
+"""What Azure takes, beyond what parses: every value a parameter allows turns into something the
+service accepts (log search alert windows and frequencies), and what the README tells an operator
+to run reads outputs the way ARM returns them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tree_sitter import Node
+
+from tests.infra.bicep import INFRA, modules, params, parse, properties, variables
+
+MAIN = parse(INFRA / "main.bicep")
+ALERTS = parse(INFRA / "modules" / "alerts.bicep")
+
+#: The durations a log search alert rule takes, as Azure Monitor spells them. A window
+#: (windowSize) is one of the service's granularities, 5 minutes to 2 days; "Supported
+#: granularities are: 5, 10, 15, 30, 45, 60, 120, 180, 240, 300, 360, 1440, 2880" is its answer
+#: to any other: https://github.com/Azure/azure-rest-api-specs/issues/21258. A frequency
+#: (evaluationFrequency) is 1 minute to 1 day, in the same steps:
+#: https://github.com/hashicorp/terraform-provider-azurerm/pull/18960
+WINDOWS = {
+    *(f"PT{minutes}M" for minutes in (5, 10, 15, 30, 45)),
+    *(f"PT{hours}H" for hours in range(1, 7)),
+    "P1D",
+    "P2D",
+}
+FREQUENCIES = {
+    *(f"PT{minutes}M" for minutes in (1, 5, 10, 15, 30, 45)),
+    *(f"PT{hours}H" for hours in range(1, 7)),
+    "P1D",
+}
+
+
+def _text(node: Node) -> str:
+    return (node.text or b"").decode("utf-8")
+
+
+def evaluate(node: Node, rule: dict[str, int]) -> Any:
+    """A Bicep expression over `rule.<field>` as ARM evaluates it: numbers, strings with
+    interpolations, parentheses, ternaries and the arithmetic and comparisons it uses."""
+    named = [child for child in node.children if child.is_named]
+    if node.type == "number":
+        return int(_text(node))
+    if node.type == "member_expression":
+        owner, field = named
+        assert _text(owner) == "rule", _text(node)
+        return rule[_text(field)]
+    if node.type == "parenthesized_expression":
+        return evaluate(named[0], rule)
+    if node.type == "ternary_expression":
+        condition, yes, no = named
+        return evaluate(yes if evaluate(condition, rule) else no, rule)
+    if node.type == "binary_expression":
+        left, operator, right = node.children
+        a, b = evaluate(left, rule), evaluate(right, rule)
+        operations = {"%": a % b if b else None, "/": a // b if b else None, "==": a == b}
+        return operations[_text(operator)]
+    if node.type == "string":
+        parts = []
+        for child in node.children:
+            if child.type == "string_content":
+                parts.append(_text(child))
+            elif child.type == "interpolation":
+                (inner,) = [c for c in child.children if c.is_named]
+                parts.append(str(evaluate(inner, rule)))
+        return "".join(parts)
+    raise AssertionError(f"cannot evaluate {node.type}: {_text(node)!r}")
+
+
+def _object(node: Node) -> dict[str, Node]:
+    return {
+        _text(child.children[0]).strip("'"): child.children[-1]
+        for child in node.children
+        if child.type == "object_property"
+    }
+
+
+def _rule_fields() -> dict[str, dict[str, str]]:
+    """Each alert rule's fields that name an alerts module parameter, by rule name."""
+    found = {}
+    for item in variables(ALERTS)["rules"].children:
+        if item.type == "object":
+            fields = _object(item)
+            name = _text(fields["name"]).strip("'")
+            found[name] = {
+                key: _text(value) for key, value in fields.items() if value.type == "identifier"
+            }
+    return found
+
+
+def _main_parameter(module_parameter: str) -> str:
+    """The main.bicep parameter passed to an alerts module parameter."""
+    (call,) = [module for module in modules(MAIN) if module.path == "modules/alerts.bicep"]
+    (arguments,) = properties(call.node, "params")
+    return _text(_object(arguments)[module_parameter])
+
+
+def _allowed_values(rule: str, field: str) -> list[int]:
+    declared = {param.name: param for param in params(MAIN)}
+    parameter = declared[_main_parameter(_rule_fields()[rule][field])]
+    assert parameter.allowed is not None, f"{parameter.name} allows values Azure refuses"
+    return [int(value) for value in parameter.allowed]
+
+
+def _duration(name: str) -> Node:
+    (value,) = properties(ALERTS.root, name)
+    return value
+
+
+def test_the_evaluator_reads_the_ternaries_the_rules_use() -> None:
+    frequency = _duration("evaluationFrequency")
+    assert evaluate(frequency, {"frequencyMinutes": 1440}) == "P1D"
+    assert evaluate(frequency, {"frequencyMinutes": 120}) == "PT2H"
+    assert evaluate(frequency, {"frequencyMinutes": 45}) == "PT45M"
+
+
+@pytest.mark.parametrize("rule", sorted(_rule_fields()))
+def test_every_window_main_bicep_allows_is_a_granularity_azure_monitor_takes(rule: str) -> None:
+    window = _duration("windowSize")
+    for hours in _allowed_values(rule, "windowHours"):
+        assert evaluate(window, {"windowHours": hours}) in WINDOWS, (rule, hours)
+
+
+@pytest.mark.parametrize("rule", sorted(_rule_fields()))
+def test_every_frequency_main_bicep_allows_is_one_azure_monitor_takes(rule: str) -> None:
+    frequency = _duration("evaluationFrequency")
+    for minutes in _allowed_values(rule, "frequencyMinutes"):
+        assert evaluate(frequency, {"frequencyMinutes": minutes}) in FREQUENCIES, (rule, minutes)
+
+
+def test_a_window_of_a_day_is_written_as_a_day() -> None:
+    assert evaluate(_duration("windowSize"), {"windowHours": 24}) == "P1D"
+    assert evaluate(_duration("windowSize"), {"windowHours": 48}) == "P2D"
