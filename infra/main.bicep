@@ -255,8 +255,9 @@ param alertsEnabled bool = true
 @description('Email addresses the alerts\' action group notifies.')
 param alertEmails array = []
 
-@description('Webhook URLs the alerts\' action group calls with the common alert schema (a URL that carries a secret is kept in the deployment\'s parameters).')
-param alertWebhooks array = []
+@secure()
+@description('Webhooks the alerts\' action group calls with the common alert schema, by receiver name: {"<name>": "<URL>"}. Secure, as a URL may carry a secret: it stays out of the deployment\'s recorded parameters.')
+param alertWebhooks object = {}
 
 @minValue(0)
 @description('Non-compliant machines alert: fires when the latest complete sweep counts more non-compliant machines than this.')

@@ -24,8 +24,9 @@ param enabled bool
 @description('Email addresses the action group notifies.')
 param emails array
 
-@description('Webhook URLs the action group calls (common alert schema).')
-param webhooks array
+@secure()
+@description('Webhooks the action group calls (common alert schema): receiver name -> URL. Secure: a URL may carry a secret.')
+param webhooks object
 
 @description('Non-compliant machines: fires when the latest complete sweep counts more than this many.')
 param nonCompliantThreshold int
@@ -94,9 +95,9 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
       }
     ]
     webhookReceivers: [
-      for (uri, index) in webhooks: {
-        name: 'webhook-${index}'
-        serviceUri: uri
+      for webhook in items(webhooks): {
+        name: webhook.key
+        serviceUri: webhook.value
         useCommonAlertSchema: true
       }
     ]

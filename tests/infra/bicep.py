@@ -2,7 +2,7 @@
 
     bicep = parse(path)              # a Bicep file's syntax tree
     syntax_problems(bicep)           # ERROR and MISSING nodes, as "line:column kind text"
-    params(bicep)                    # `param`s: name, type, default, description, @allowed values
+    params(bicep)                    # `param`s: name, type, default, description, @allowed, @secure
     modules(bicep)                   # `module` declarations: symbol and the file they reference
     imports(bicep)                   # `import {...} from '<file>'`: the file of each
     variables(bicep)                 # `var` declarations: name -> value node
@@ -51,6 +51,8 @@ class Param:
     description: str | None
     #: The source text of each value of its `@allowed([...])`; None without the decorator.
     allowed: tuple[str, ...] | None = None
+    #: Whether it is `@secure()`: ARM keeps its value out of the deployment's history.
+    secure: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ def params(bicep: Bicep) -> list[Param]:
                     default,
                     _description(decorators),
                     _allowed(decorators),
+                    _decorator_call(decorators, "secure") is not None,
                 )
             )
         if node.type != "comment":

@@ -104,13 +104,15 @@ def _alerts_module_arguments() -> dict[str, str]:
 
 
 def _value(default: str) -> Any:
-    """A main.bicep default as a value: an int, a bool, a string or an empty array."""
+    """A main.bicep default as a value: an int, a bool, a string, an empty array or object."""
     if re.fullmatch(r"-?\d+", default):
         return int(default)
     if default in ("true", "false"):
         return default == "true"
     if default == "[]":
         return []
+    if default == "{}":
+        return {}
     if default.startswith("'"):
         return default[1:-1]
     raise ValueError(f"not a literal default: {default}")

@@ -133,3 +133,24 @@ def test_every_frequency_main_bicep_allows_is_one_azure_monitor_takes(rule: str)
 def test_a_window_of_a_day_is_written_as_a_day() -> None:
     assert evaluate(_duration("windowSize"), {"windowHours": 24}) == "P1D"
     assert evaluate(_duration("windowSize"), {"windowHours": 48}) == "P2D"
+
+
+def test_webhook_urls_are_secure_parameters_all_the_way_to_the_action_group() -> None:
+    main = {param.name: param for param in params(MAIN)}
+    module = {param.name: param for param in params(ALERTS)}
+    passed_as = [name for name in module if _main_parameter(name) == "alertWebhooks"]
+
+    assert main["alertWebhooks"].secure
+    assert main["alertWebhooks"].type == "object"
+    assert passed_as == ["webhooks"]
+    assert module["webhooks"].secure
+    assert module["webhooks"].type == "object"
+    (receivers,) = properties(ALERTS.root, "webhookReceivers")
+    assert "items(webhooks)" in _text(receivers)
+
+
+def test_no_output_carries_a_webhook() -> None:
+    for bicep in (MAIN, ALERTS):
+        outputs = [line for line in bicep.text.splitlines() if line.startswith("output ")]
+        assert outputs
+        assert not [line for line in outputs if "ebhook" in line], bicep.path.name
