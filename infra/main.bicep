@@ -412,6 +412,8 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output SERVICE_API_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}'
+// For the Azure CLI (README): ARM may change the case of upper-case output names, not of these.
+output functionAppName string = functionApp.outputs.name
 @description('For management-group.bicep: the principal that gets the roles over the management groups.')
 output identityPrincipalId string = identity.outputs.principalId
 output identityClientId string = identity.outputs.clientId

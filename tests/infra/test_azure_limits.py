@@ -4,6 +4,7 @@ to run reads outputs the way ARM returns them."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -154,3 +155,20 @@ def test_no_output_carries_a_webhook() -> None:
         outputs = [line for line in bicep.text.splitlines() if line.startswith("output ")]
         assert outputs
         assert not [line for line in outputs if "ebhook" in line], bicep.path.name
+
+
+def test_every_output_the_readme_reads_with_the_cli_is_declared_and_camel_case() -> None:
+    # ARM does not keep the case of output names (azd works around it for its own upper-case
+    # ones: https://github.com/Azure/azure-dev/issues/512), so a JMESPath query for
+    # AZURE_FUNCTION_APP_NAME may find nothing; a name that starts lower-case comes back as is.
+    readme = (INFRA.parent / "README.md").read_text(encoding="utf-8")
+    read = set(re.findall(r"properties\.outputs\.(\w+)\.value", readme))
+    declared = {
+        line.split()[1]
+        for line in MAIN.text.splitlines()
+        if line.startswith("output ") and len(line.split()) > 1
+    }
+
+    assert read
+    assert read <= declared
+    assert all(re.fullmatch(r"[a-z][A-Za-z0-9]*", name) for name in read), read
