@@ -241,7 +241,7 @@ module scopeRoles 'modules/scope-roles.bicep' = [
     scope: subscription(id)
     params: {
       principalId: identity.outputs.principalId
-      operatorRoleId: remediate ? operatorRole!.outputs.id : ''
+      operatorRoleName: remediate ? operatorRole!.outputs.name : ''
       assignOperator: remediate
     }
   }

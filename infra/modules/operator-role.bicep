@@ -34,3 +34,5 @@ resource operatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
 }
 
 output id string = operatorRole.id
+@description('The role\'s GUID: an assignment in another subscription names it by its own subscription.')
+output name string = operatorRole.name

@@ -6,8 +6,8 @@ targetScope = 'subscription'
 @description('Principal id of the managed identity.')
 param principalId string
 
-@description('Resource id of the custom patch operator role; empty in report mode.')
-param operatorRoleId string
+@description('Name (the GUID) of the custom patch operator role; empty in report mode.')
+param operatorRoleName string
 
 @description('Assign the patch operator role (remediate mode); in report mode it is not assigned at all.')
 param assignOperator bool
@@ -26,10 +26,13 @@ resource readerAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
+// The custom role is defined in the first target subscription and assignable in each; here it is
+// named by this subscription, as ARM records an assignment's role (an id under another
+// subscription is stored rewritten: https://github.com/Azure/azure-rest-api-specs/issues/10939).
 resource operatorAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assignOperator) {
-  name: guid(subscription().id, principalId, operatorRoleId)
+  name: guid(subscription().id, principalId, operatorRoleName)
   properties: {
-    roleDefinitionId: operatorRoleId
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', operatorRoleName)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }

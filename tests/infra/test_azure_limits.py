@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tree_sitter import Node
 
-from tests.infra.bicep import INFRA, modules, params, parse, properties, variables
+from tests.infra.bicep import INFRA, modules, params, parse, properties, resources, variables
 
 MAIN = parse(INFRA / "main.bicep")
 ALERTS = parse(INFRA / "modules" / "alerts.bicep")
@@ -172,3 +172,22 @@ def test_every_output_the_readme_reads_with_the_cli_is_declared_and_camel_case()
     assert read
     assert read <= declared
     assert all(re.fullmatch(r"[a-z][A-Za-z0-9]*", name) for name in read), read
+
+
+def test_the_operator_role_is_assigned_under_each_subscription_s_own_id() -> None:
+    # The role is defined in the first target subscription; ARM records an assignment in another
+    # one under that subscription's id (Azure/azure-rest-api-specs#10939), so the template names
+    # it that way too, by the role's GUID.
+    scope_roles = parse(INFRA / "modules" / "scope-roles.bicep")
+    [_, operator] = [
+        resource
+        for resource in resources(scope_roles)
+        if resource.type == "Microsoft.Authorization/roleAssignments"
+    ]
+    [role] = properties(operator.node, "roleDefinitionId")
+    (call,) = [module for module in modules(MAIN) if module.path == "modules/scope-roles.bicep"]
+
+    assert _text(role) == (
+        "subscriptionResourceId('Microsoft.Authorization/roleDefinitions', operatorRoleName)"
+    )
+    assert "operatorRoleName: remediate ? operatorRole!.outputs.name : ''" in _text(call.node)
