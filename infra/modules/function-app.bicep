@@ -156,9 +156,13 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
             clientId: entraClientId
             openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
           }
+          // Tokens for the app's API: its application ID URI (v1 tokens) or its client id (v2
+          // tokens, which README "Signing in with Microsoft Entra ID" has the app issue, so that
+          // their issuer is the v2.0 one above).
           validation: {
             allowedAudiences: [
               'api://${entraClientId}'
+              entraClientId
             ]
           }
         }

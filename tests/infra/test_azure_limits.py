@@ -191,3 +191,20 @@ def test_the_operator_role_is_assigned_under_each_subscription_s_own_id() -> Non
         "subscriptionResourceId('Microsoft.Authorization/roleDefinitions', operatorRoleName)"
     )
     assert "operatorRoleName: remediate ? operatorRole!.outputs.name : ''" in _text(call.node)
+
+
+def test_signed_in_callers_tokens_match_the_issuer_and_audiences_easy_auth_checks() -> None:
+    # App Service Authentication is set up with the v2.0 issuer; the README has the Entra app
+    # issue v2 access tokens (issuer .../v2.0, audience the client id), and both audiences an
+    # access token for the app can carry are allowed.
+    app = parse(INFRA / "modules" / "function-app.bicep")
+    [issuer] = properties(app.root, "openIdIssuer")
+    [audiences] = properties(app.root, "allowedAudiences")
+    readme = (INFRA.parent / "README.md").read_text(encoding="utf-8")
+
+    assert _text(issuer).endswith("/v2.0'")
+    assert [_text(item) for item in audiences.children if item.is_named] == [
+        "'api://${entraClientId}'",
+        "entraClientId",
+    ]
+    assert """--body '{"api":{"requestedAccessTokenVersion":2}}'""" in readme
