@@ -208,3 +208,40 @@ def test_signed_in_callers_tokens_match_the_issuer_and_audiences_easy_auth_check
         "entraClientId",
     ]
     assert """--body '{"api":{"requestedAccessTokenVersion":2}}'""" in readme
+
+
+#: Azure Storage names: a queue or blob container is 3-63 lower-case letters, digits and single
+#: hyphens between them; a table 3-63 letters and digits, starting with a letter.
+_QUEUE_OR_CONTAINER = re.compile(r"(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*")
+_TABLE = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
+#: What uniqueString() makes (13 lower-case letters and digits), for names built on it.
+_TOKEN = "a1b2c3d4e5f6g"
+
+
+def _names(variable: str) -> list[str]:
+    value = variables(MAIN)[variable]
+    items = value.children if value.type == "array" else [value]
+    return [
+        _text(item)[1:-1].replace("${resourceToken}", _TOKEN)
+        for item in items
+        if item.type == "string"
+    ]
+
+
+def test_the_queues_and_containers_have_names_azure_storage_takes() -> None:
+    names = [*_names("queues"), *_names("storeContainer"), *_names("deploymentContainer")]
+    assert len(names) == 5
+    assert [name for name in names if not _QUEUE_OR_CONTAINER.fullmatch(name)] == []
+
+
+def test_the_tables_have_names_azure_storage_takes() -> None:
+    names = _names("storeTables")
+    assert names
+    assert [name for name in names if not _TABLE.fullmatch(name)] == []
+
+
+def test_the_name_rules_refuse_what_azure_refuses() -> None:
+    for refused in ("Hotpatch", "hotpatch--batches", "-hotpatch", "hotpatch-", "ab", "a" * 64):
+        assert not _QUEUE_OR_CONTAINER.fullmatch(refused), refused
+    for refused in ("hotpatch-runs", "1hotpatch", "ab"):
+        assert not _TABLE.fullmatch(refused), refused
