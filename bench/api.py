@@ -14,7 +14,7 @@ machine falls on both:
 - `GET /api/compliance/summary`
 
 Prints p50, p99 and requests/s of each, the server's CPU time per request (user + system, from
-/proc: unlike latency, it barely moves with other work on the machine), each query's p99 against
+/proc: other work on the machine moves it far less than latency), each query's p99 against
 health's (goal: within 2x, and under 20 ms), the time of the first request (the snapshot read
 and indexed), the server's memory before and after it, and the load average; ends with one JSON
 line. Asserts nothing.
