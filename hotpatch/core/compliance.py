@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from operator import itemgetter
 
@@ -34,9 +34,12 @@ from hotpatch.core.models import (
     signal_facts,
 )
 from hotpatch.core.policy import Policy
-from hotpatch.core.reasons import ReasonCode
+from hotpatch.core.reasons import RULES, ReasonCode, ReasonRule
 
 _RANK = {state: rank for rank, state in enumerate(STATE_PRECEDENCE)}
+#: Each reason code's rule by its text: looked up once per reason a decision gives, without
+#: making a `ReasonCode` of it first (an enum call).
+_RULE_OF: dict[str, ReasonRule] = {code.value: rule for code, rule in RULES.items()}
 _NOT_RUNNING = {
     "powerstate/deallocated": (ReasonCode.DEALLOCATED, "deallocated"),
     "powerstate/deallocating": (ReasonCode.DEALLOCATED, "deallocating"),
@@ -50,6 +53,10 @@ _VM = MachineKind.VM
 
 #: One rule's conclusion: why, and what to do about it (the state comes from the reason code).
 Finding = tuple[Reason, Action]
+#: The decision of one combination of facts, twice: for a machine without restart-capable
+#: updates available, then with some (they change only its restart forecast). Indexed by
+#: `restart_capable > 0`, so that count stays out of the key and a fleet shares fewer decisions.
+Decisions = tuple[Decision, Decision]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +100,8 @@ class Evaluator:
         # Decisions by profile, then by the patch facts. Hashing a profile (a long tuple) on
         # every machine was the largest cost of evaluating: interned profiles are found by
         # identity instead, each kept alive by its entry so that its id is never reused.
-        self._by_profile: dict[Profile, dict[tuple[object, ...], Decision]] = {}
-        self._by_identity: dict[int, tuple[Profile, dict[tuple[object, ...], Decision]]] = {}
+        self._by_profile: dict[Profile, dict[tuple[object, ...], Decisions]] = {}
+        self._by_identity: dict[int, tuple[Profile, dict[tuple[object, ...], Decisions]]] = {}
         self._eligibilities: dict[tuple[object, ...], Eligibility] = {}
         self._builds: dict[tuple[OsFamily, str], tuple[BuildPosition | None, tuple[Finding, ...]]]
         self._builds = {}
@@ -136,26 +143,33 @@ class Evaluator:
 
     def evaluate_all(self, inventory: ParsedInventory) -> list[Verdict]:
         """Every machine of a parsed inventory, joined with its patch summaries."""
-        machines, assessments, installations = (
+        machines, profiles, assessments, installations = (
             inventory.machines,
+            inventory.profiles,
             inventory.assessments,
             inventory.installations,
         )
-        judge, evaluate, decisions_of = self._judge, self.evaluate, self._decisions_of
+        # Each distinct profile's decisions, found once; a machine then finds its own by its
+        # (interned) profile's id, which no other profile has while the inventory holds them all.
+        decisions_of: dict[int, dict[tuple[object, ...], Decisions]] = {}
+        for profile in profiles:
+            if profile is not None and id(profile) not in decisions_of:
+                decisions_of[id(profile)] = self._decisions_of(profile)
+        judge, evaluate = self._judge, self.evaluate
         return [
             evaluate(machine)
             if isinstance(machine, MalformedMachine) or profile is None
             else judge(
                 machine,
                 profile,
-                decisions_of(profile),
-                assessments.get(machine.id),
-                installations.get(machine.id),
+                decisions_of[id(profile)],
+                assessments.get(key := machine.id),
+                installations.get(key),
             )
-            for machine, profile in zip(machines, inventory.profiles, strict=True)
+            for machine, profile in zip(machines, profiles, strict=True)
         ]
 
-    def _decisions_of(self, profile: Profile) -> dict[tuple[object, ...], Decision]:
+    def _decisions_of(self, profile: Profile) -> dict[tuple[object, ...], Decisions]:
         """The decisions of machines with this (interned) profile, found by identity."""
         entry = self._by_identity.get(id(profile))
         if entry is not None and entry[0] is profile:
@@ -168,7 +182,7 @@ class Evaluator:
         self,
         machine: Machine,
         profile: Profile,
-        decisions: dict[tuple[object, ...], Decision],
+        decisions: dict[tuple[object, ...], Decisions],
         assessment: AssessmentSummary | None,
         installation: InstallationSummary | None,
     ) -> Verdict:
@@ -190,16 +204,15 @@ class Evaluator:
                 critical,
                 security,
                 reboot,
-                other > 0,
             )
-        decision = decisions.get(facts)
-        if decision is None:
-            # A verdict depends on these facts alone, and a fleet shares few combinations of
-            # them: decide each combination once.
-            decision = self._decide(
+        decided = decisions.get(facts)
+        if decided is None:
+            # A verdict depends on these facts alone (and on whether restart-capable updates
+            # are available), and a fleet shares few combinations of them: decide each once.
+            decided = decisions[facts] = self._decide(
                 machine, self._eligibility(machine, profile), assessment, restart_required
             )
-            decisions[facts] = decision
+        decision = decided[other > 0]
         fields = machine.__dict__
         tags = fields["tags"]
         ring = tags.get(self._ring_tag) if tags else None
@@ -224,7 +237,10 @@ class Evaluator:
         verdict_of_eligibility: Eligibility,
         assessment: AssessmentSummary | None,
         restart_required: bool,
-    ) -> Decision:
+    ) -> Decisions:
+        """The decision without restart-capable updates available, then with some: the facts
+        decide both, and only the restart forecast can differ (the assessment's count of those
+        updates is not read here)."""
         judged = _Judgement()
         os = verdict_of_eligibility.os
         eligible = verdict_of_eligibility.eligible
@@ -248,8 +264,8 @@ class Evaluator:
         for reason in verdict_of_eligibility.configuration:
             judged.add(reason, Action.FIX_CONFIGURATION)
         position: BuildPosition | None = None
-        next_restart: datetime | None = None
-        restart_cause: str | None = None
+        forecast: tuple[datetime | None, str | None] = (None, None)
+        capable_forecast = forecast
         if eligible and context is not None:
             self._assessment(assessment, judged)
             position = self._build(machine, context.in_force.os, context, judged)
@@ -266,10 +282,9 @@ class Evaluator:
                     ),
                     Action.INSTALL_BASELINE,
                 )
-            next_restart, restart_cause = self._restart_forecast(
-                context, position, assessment, reboot_pending
-            )
-        return Decision(
+            forecast = self._restart_forecast(context, position, reboot_pending, False)
+            capable_forecast = self._restart_forecast(context, position, reboot_pending, True)
+        decision = Decision(
             state=judged.state,
             action=judged.action,
             reasons=tuple(judged.reasons),
@@ -280,16 +295,20 @@ class Evaluator:
             expected_build=_full_build(context.in_force.build) if context else None,
             grace_ends=context.grace_ends if context else None,
             signals=verdict_of_eligibility.signals,
-            next_restart=next_restart,
-            restart_cause=restart_cause,
+            next_restart=forecast[0],
+            restart_cause=forecast[1],
         )
+        if capable_forecast == forecast:
+            return decision, decision
+        next_restart, restart_cause = capable_forecast
+        return decision, replace(decision, next_restart=next_restart, restart_cause=restart_cause)
 
     def _restart_forecast(
         self,
         context: OsContext,
         position: BuildPosition | None,
-        assessment: AssessmentSummary | None,
         reboot_pending: bool,
+        restart_capable_updates: bool,
     ) -> tuple[datetime, str]:
         """When the machine next restarts, and why: the calendar's month kind, then its own
         state (a pending reboot, an off-track build, updates that restart in any month)."""
@@ -303,7 +322,7 @@ class Evaluator:
             )
         if position is not None and position.on_current_baseline is False:
             return self.now, "off the cycle: installing the current baseline restarts it"
-        if assessment is not None and assessment.restart_capable > 0:
+        if restart_capable_updates:
             return self.now, (
                 "non-security updates available (.NET, drivers, rollups) can restart it when "
                 "installed, even in a hotpatch month"
@@ -542,7 +561,7 @@ class _Judgement:
 
     def add(self, reason: Reason, action: Action) -> None:
         """Record a reason; its code's state decides whether it becomes the verdict's state."""
-        rule = ReasonCode(reason.code).rule
+        rule = _RULE_OF[reason.code]
         state = rule.state
         assert state is not None, f"{reason.code} is a signal, not a reason"
         assert action in rule.actions, f"{reason.code} does not lead to {action}"
@@ -616,7 +635,12 @@ class Tally:
         self._combos: Counter[_Combo] = Counter()
 
     def add(self, verdicts: Iterable[Verdict]) -> None:
-        self._combos.update((v.state, v.action, v.subscription_id, v.os, v.ring) for v in verdicts)
+        # Read through the decision: each verdict property is a call, and this runs per machine.
+        self._combos.update(
+            (decision.state, decision.action, verdict.subscription_id, decision.os, verdict.ring)
+            for verdict in verdicts
+            for decision in [verdict.decision]
+        )
 
     def summary(self, staleness: Staleness | None = None) -> Summary:
         return _roll_up(self._combos, staleness)
