@@ -160,6 +160,8 @@ _COUNTS = "availablePatchCountByClassification"
 #: Classifications that can need a restart in any month; critical and security are counted on
 #: their own, and definition updates (Defender signatures) never restart.
 _NOT_RESTART_CAPABLE = frozenset({"critical", "security", "definition"})
+#: CPython's one int 0 (small ints are shared): `value is _ZERO` is the cheapest test for it.
+_ZERO = 0
 
 
 def _restart_capable(counts: Any) -> Any:
@@ -170,7 +172,8 @@ def _restart_capable(counts: Any) -> Any:
         raise ValueError("availablePatchCountByClassification must be an object")
     total = 0
     for name, value in counts.items():
-        if name in _NOT_RESTART_CAPABLE or value is None:
+        # Most classes have no update: a zero adds nothing and is a count, whatever its class.
+        if value is _ZERO or value is None or name in _NOT_RESTART_CAPABLE:
             continue
         if type(value) is not int or value < 0:
             raise ValueError(f"{name} must be a count, not {value!r}")
@@ -313,23 +316,7 @@ def _parse(rows: Iterable[Any]) -> ParsedInventory:
                 machines.append(outcome)
                 profile = machine_profile(outcome)
                 profiles.append(known.setdefault(profile, profile))
-    found: list[Machine | MalformedMachine] = []
-    kept: list[Profile | None] = []
-    seen: set[str] = set()
-    duplicates: list[str] = []
-    for index, machine in enumerate(machines):
-        if machine.id in seen:
-            duplicates.append(machine.id)
-            continue
-        seen.add(machine.id)
-        error = broken.pop(machine.id, None)
-        if error is None:
-            found.append(machine)
-            kept.append(profiles[index])
-        else:
-            found.append(MalformedMachine(machine.id, machine.name, error, machine.subscription_id))
-            kept.append(None)
-    profiles = kept
+    found, profiles, seen, duplicates = _first_of_each(machines, profiles, broken)
     for bad in malformed:
         if bad.id in seen:
             duplicates.append(bad.id)
@@ -350,6 +337,44 @@ def _parse(rows: Iterable[Any]) -> ParsedInventory:
         duplicates=tuple(duplicates),
         profiles=profiles,
     )
+
+
+def _first_of_each(
+    machines: list[Machine], profiles: list[Profile | None], broken: dict[str, str]
+) -> tuple[list[Machine | MalformedMachine], list[Profile | None], set[str], list[str]]:
+    """The first row of each machine (the repeats' ids in order), a machine with a broken patch
+    row made malformed (its entry taken out of `broken`), their profiles, and the ids seen."""
+    ids = [machine.id for machine in machines]
+    seen = set(ids)
+    if len(seen) == len(ids):
+        # No machine repeats (the usual case): every machine stays where it is, and only those
+        # with a broken patch row are looked at again.
+        found: list[Machine | MalformedMachine] = list(machines)
+        kept = list(profiles)
+        hit = broken.keys() & seen
+        if hit:
+            for index, key in enumerate(ids):
+                if key in hit:
+                    machine = machines[index]
+                    found[index] = MalformedMachine(
+                        key, machine.name, broken.pop(key), machine.subscription_id
+                    )
+                    kept[index] = None
+        return found, kept, seen, []
+    found, kept, seen, duplicates = [], [], set(), []
+    for index, machine in enumerate(machines):
+        if machine.id in seen:
+            duplicates.append(machine.id)
+            continue
+        seen.add(machine.id)
+        error = broken.pop(machine.id, None)
+        if error is None:
+            found.append(machine)
+            kept.append(profiles[index])
+        else:
+            found.append(MalformedMachine(machine.id, machine.name, error, machine.subscription_id))
+            kept.append(None)
+    return found, kept, seen, duplicates
 
 
 def _keep_newest(table: dict[str, Any], row: Any) -> None:
