@@ -618,10 +618,11 @@ class _Planner:
         codes = {reason.code for reason in machine.reasons}
         if state is State.UNKNOWN:
             if codes & {ReasonCode.DEALLOCATED, ReasonCode.STOPPED}:
+                # One of its reasons says so: it has a first reason.
                 return Skip(
                     machine.id,
                     SkipCode.DEALLOCATED,
-                    f"{_first(machine, 'it is not running')}: planned again when it runs",
+                    f"{machine.reasons[0].message}: planned again when it runs",
                 )
             return Skip(
                 machine.id,
