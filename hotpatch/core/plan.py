@@ -41,7 +41,9 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 UNKNOWN = "unknown"
 
-_KB = re.compile(r"^(?:KB)?(\d{4,8})$", re.IGNORECASE)
+#: ASCII digits only: without re.ASCII, \d also takes other scripts' digits (KB٥٠٦٢٥٥٧), which
+#: name no KB Azure reports, so a block written with them would block nothing.
+_KB = re.compile(r"^(?:KB)?(\d{4,8})$", re.IGNORECASE | re.ASCII)
 
 
 def operation_key(machine_id: str, release: str, action: str) -> str:
