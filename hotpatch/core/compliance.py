@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from operator import itemgetter
 
 from hotpatch.core.calendar import Calendar, ReleaseSlot, Staleness, YearMonth, grace_deadline
@@ -106,6 +107,9 @@ class Evaluator:
         self._builds: dict[tuple[OsFamily, str], tuple[BuildPosition | None, tuple[Finding, ...]]]
         self._builds = {}
         self._signals: dict[tuple[object, ...], tuple[Reason, ...]] = {}
+        self._forecast_cache: dict[
+            tuple[object, ...], tuple[tuple[datetime, str], tuple[datetime, str]]
+        ] = {}
 
     def _context(self, os: OsFamily) -> OsContext:
         in_force = self.calendar.in_force(os, self.now)
@@ -282,8 +286,7 @@ class Evaluator:
                     ),
                     Action.INSTALL_BASELINE,
                 )
-            forecast = self._restart_forecast(context, position, reboot_pending, False)
-            capable_forecast = self._restart_forecast(context, position, reboot_pending, True)
+            forecast, capable_forecast = self._forecasts(context, position, reboot_pending)
         decision = Decision(
             state=judged.state,
             action=judged.action,
@@ -302,6 +305,25 @@ class Evaluator:
             return decision, decision
         next_restart, restart_cause = capable_forecast
         return decision, replace(decision, next_restart=next_restart, restart_cause=restart_cause)
+
+    def _forecasts(
+        self, context: OsContext, position: BuildPosition | None, reboot_pending: bool
+    ) -> tuple[tuple[datetime, str], tuple[datetime, str]]:
+        """The restart forecast without restart-capable updates available, then with some:
+        made once per combination of what it reads (few per evaluation)."""
+        key = (
+            context.in_force.os,
+            position.channel if position is not None else None,
+            position.on_current_baseline if position is not None else None,
+            reboot_pending,
+        )
+        found = self._forecast_cache.get(key)
+        if found is None:
+            found = self._forecast_cache[key] = (
+                self._restart_forecast(context, position, reboot_pending, False),
+                self._restart_forecast(context, position, reboot_pending, True),
+            )
+        return found
 
     def _restart_forecast(
         self,
@@ -584,6 +606,7 @@ def _expected(slot: ReleaseSlot) -> str:
     return f"the {slot.month} release ({slot.kb}, build 10.0.{slot.build})"
 
 
+@lru_cache(maxsize=64)  # a handful of instants (grace deadlines), each formatted once
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%MZ")
 
