@@ -315,7 +315,18 @@ def test_a_ring_proves_its_kbs_in_numeric_order_whatever_their_length() -> None:
         ("KB\u0665\u0660\u0666\u0662\u0665\u0665\u0667", None),
         ("\uff15\uff10\uff16\uff12\uff15\uff15\uff17", None),
     ],
-    ids=ascii,
+    ids=[
+        "KB and digits",
+        "lower-case kb",
+        "digits alone, spaced",
+        "four digits",
+        "three digits",
+        "nine digits",
+        "another letter",
+        "nothing",
+        "Arabic-Indic digits",
+        "full-width digits",
+    ],
 )
 def test_a_kb_is_written_kb_and_four_to_eight_digits(text: str, kb: str | None) -> None:
     assert kb_form(text) == kb
