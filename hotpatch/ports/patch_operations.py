@@ -18,6 +18,7 @@ from typing import Annotated, Protocol, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from hotpatch.core.models import MachineKind, UtcDatetime
+from hotpatch.core.plan import kb_form
 
 __all__ = [
     "MAXIMUM_DURATION_LIMIT",
@@ -50,7 +51,6 @@ _VM_ID = re.compile(
     r"(?P<name>[^/]+)/?$",
     re.IGNORECASE,
 )
-_KB = re.compile(r"^(?:KB)?(\d{4,8})$", re.IGNORECASE)
 _T = TypeVar("_T")
 
 #: The time outcomes are stamped with; injected (by `hotpatch.bootstrap`, or a test).
@@ -169,10 +169,11 @@ class MachineRef(BaseModel):
 
 
 def _kb_number(value: str) -> str:
-    match = _KB.match(value.strip())
-    if match is None:
+    """The KB's digits, written as the planner writes a KB (ASCII digits only)."""
+    kb = kb_form(value)
+    if kb is None:
         raise ValueError(f"{value!r} is not a KB number (e.g. 5075943 or KB5075943)")
-    return match.group(1)
+    return kb.removeprefix("KB")
 
 
 KbNumber = Annotated[str, AfterValidator(_kb_number)]

@@ -51,7 +51,7 @@ _OS_TITLES: Mapping[OsFamily, str] = {
 MAXIMUM_DURATION = timedelta(hours=4)
 
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
-_KB = re.compile(r"^(?:KB)?(\d{4,8})$", re.IGNORECASE)
+_KB = re.compile(r"^(?:KB)?(\d{4,8})$", re.IGNORECASE | re.ASCII)
 _PATCH_NAMESPACE = uuid.UUID("6f0d5f9e-2b8e-4c55-9a57-8d1b0c5a1e01")
 
 

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 REQUEST_LOG_NAME = "requests.jsonl"
-_KB = re.compile(r"^(?:KB)?(\d{4,8})$", re.IGNORECASE)
+_KB = re.compile(r"^(?:KB)?(\d{4,8})$", re.IGNORECASE | re.ASCII)
 
 
 class _Record(BaseModel):

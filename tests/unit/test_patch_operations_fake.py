@@ -494,3 +494,15 @@ def test_an_outcome_round_trips_through_json_for_the_journal() -> None:
     again = OperationOutcome.model_validate_json(outcome.model_dump_json())
     assert again == outcome
     assert (again.retries, again.resumable, again.machine) == (2, True, MachineRef.parse(VM_1))
+
+
+@pytest.mark.parametrize("written", ["KB5075943", "kb5075943", " 5075943 "])
+def test_an_install_takes_a_kb_however_it_is_written_and_sends_its_digits(written: str) -> None:
+    parameters = InstallParameters(reboot_setting="Never", kb_exclude=(written,))
+    assert parameters.kb_exclude == ("5075943",)
+
+
+@pytest.mark.parametrize("written", ["KB٥٠٧٥٩٤٣", "５０７５９４３", "KB123", "Q5075943"])
+def test_an_install_refuses_a_kb_azure_would_never_report(written: str) -> None:
+    with pytest.raises(ValidationError, match="is not a KB number"):
+        InstallParameters(reboot_setting="Never", kb_exclude=(written,))
