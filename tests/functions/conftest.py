@@ -14,6 +14,7 @@ import logging
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,6 +186,28 @@ class App:
 _telemetry_loggers = iter(range(sys.maxsize))
 
 
+@contextmanager
+def in_memory_telemetry(level: int = logging.INFO) -> Iterator[tuple[Telemetry, Recorded]]:
+    """A Telemetry over in-memory OpenTelemetry providers (a logger of its own, so that tests
+    never hear each other), and what it recorded; shut down after the block."""
+    reader = delta_reader()
+    meters = MeterProvider(metric_readers=[reader])
+    exporter = InMemoryLogRecordExporter()
+    loggers = LoggerProvider()
+    loggers.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = logging.getLogger(f"hotpatch.telemetry.test{next(_telemetry_loggers)}")
+    logger.setLevel(level)
+    logger.propagate = False
+    handler = LoggingHandler(logger_provider=loggers)
+    logger.addHandler(handler)
+    try:
+        yield Telemetry(meters, logger), Recorded(reader, exporter)
+    finally:
+        logger.removeHandler(handler)
+        meters.shutdown()
+        loggers.shutdown()
+
+
 @pytest.fixture
 def function_app(tmp_path: Path) -> Iterator[App]:
     clock = ManualClock(now_at=IN_WINDOW)
@@ -203,22 +226,14 @@ def function_app(tmp_path: Path) -> Iterator[App]:
         "HOTPATCH_CATALOG_SOURCE": str(RELEASE_PAGES / "through-2026-07.html"),
         "HOTPATCH_SWEEP_SCHEDULE": "0 0 * * * *",
     }
-    reader = delta_reader()
-    meters = MeterProvider(metric_readers=[reader])
-    exporter = InMemoryLogRecordExporter()
-    loggers = LoggerProvider()
-    loggers.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    logger = logging.getLogger(f"hotpatch.telemetry.test{next(_telemetry_loggers)}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    handler = LoggingHandler(logger_provider=loggers)
-    logger.addHandler(handler)
+    stack = ExitStack()
+    telemetry, recorded = stack.enter_context(in_memory_telemetry())
     endpoint = SandboxEndpoint(sandbox.base_url, sandbox.ca_path)
     host = FunctionHost(
         environ=environ,
         target=lambda settings: sandbox_target(endpoint, scope=scope_of(settings)),
         clock=clock.now,
-        telemetry_factory=lambda: Telemetry(meters, logger),
+        telemetry_factory=lambda: telemetry,
     )
     previous = hosting.use(host)
     try:
@@ -229,17 +244,15 @@ def function_app(tmp_path: Path) -> Iterator[App]:
             host,
             sandbox,
             clock,
-            Recorded(reader, exporter),
+            recorded,
             environ,
             tmp_path,
         )
     finally:
         hosting.use(previous)
         host.close()
-        logger.removeHandler(handler)
         sandbox.stop()
-        meters.shutdown()
-        loggers.shutdown()
+        stack.close()
 
 
 def timer(*, past_due: bool = False) -> func.TimerRequest:

@@ -4,16 +4,11 @@ is switched on only by its connection string."""
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from opentelemetry.instrumentation.logging.handler import LoggingHandler
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
 
 from hotpatch import telemetry
 from hotpatch.core.calendar import Calendar
@@ -25,7 +20,7 @@ from hotpatch.data import shipped_image_catalog, shipped_release_catalog
 from hotpatch.ports.store import Transition
 from hotpatch.telemetry import EVENTS, METRICS, SweepCounts, Telemetry
 from tests import builders
-from tests.functions.conftest import ROOT, Recorded, delta_reader
+from tests.functions.conftest import ROOT, Recorded, in_memory_telemetry
 
 NOW = datetime(2026, 5, 13, 0, 30, tzinfo=UTC)
 VM = (
@@ -36,22 +31,8 @@ VM = (
 
 @pytest.fixture
 def recorded() -> Iterator[tuple[Telemetry, Recorded]]:
-    reader = delta_reader()
-    meters = MeterProvider(metric_readers=[reader])
-    exporter = InMemoryLogRecordExporter()
-    loggers = LoggerProvider()
-    loggers.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    logger = logging.getLogger("hotpatch.telemetry.names-test")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    handler = LoggingHandler(logger_provider=loggers)
-    logger.addHandler(handler)
-    try:
-        yield Telemetry(meters, logger), Recorded(reader, exporter)
-    finally:
-        logger.removeHandler(handler)
-        meters.shutdown()
-        loggers.shutdown()
+    with in_memory_telemetry() as captured:
+        yield captured
 
 
 #: WS2022 builds (tests/unit/test_compliance.py): the release in force at builders.NOW, and one

@@ -19,23 +19,18 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import count
 from typing import Any
 
 import duckdb_kql
 import pytest
 from antlr4.tree.Tree import TerminalNode
-from opentelemetry.instrumentation.logging.handler import LoggingHandler
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
 from tree_sitter import Node
 
 from hotpatch import telemetry
 from hotpatch.core.models import State
 from hotpatch.core.reasons import ReasonCode
 from hotpatch.telemetry import EVENTS, METRICS, SweepCounts, Telemetry
-from tests.functions.conftest import ROOT, delta_reader
+from tests.functions.conftest import ROOT, in_memory_telemetry
 from tests.functions.test_telemetry import BEHIND_THE_BASELINE, IN_FORCE, swept
 from tests.infra.bicep import INFRA, Bicep, modules, params, parse, properties, variables
 
@@ -233,8 +228,6 @@ class Workspace:
     https://learn.microsoft.com/azure/azure-monitor/reference/tables/apptraces
     """
 
-    _loggers = count()
-
     def __init__(self) -> None:
         self.connection = duckdb_kql.connect()
         self.connection.execute(
@@ -256,19 +249,9 @@ class Workspace:
             _convert_point_to_envelope,
         )
 
-        reader = delta_reader()
-        meters = MeterProvider(metric_readers=[reader])
-        logs = InMemoryLogRecordExporter()
-        loggers = LoggerProvider()
-        loggers.add_log_record_processor(SimpleLogRecordProcessor(logs))
-        logger = logging.getLogger(f"hotpatch.telemetry.workspace-{next(self._loggers)}")
-        logger.setLevel(logging.DEBUG)
-        logger.propagate = False
-        handler = LoggingHandler(logger_provider=loggers)
-        logger.addHandler(handler)
-        try:
-            report(Telemetry(meters, logger))
-            data = reader.get_metrics_data()
+        with in_memory_telemetry(logging.DEBUG) as (telemetry, recorded):
+            report(telemetry)
+            data = recorded.metrics.get_metrics_data()
             for resource in data.resource_metrics if data is not None else ():
                 for scope in resource.scope_metrics:
                     for metric in scope.metrics:
@@ -288,16 +271,12 @@ class Workspace:
                                     json.dumps(base.properties or {}),
                                 ],
                             )
-            for record in logs.get_finished_logs():
+            for record in recorded.logs.get_finished_logs():
                 base = _convert_log_to_envelope(record).data.base_data
                 self.connection.execute(
                     "INSERT INTO AppTraces VALUES (?, ?, ?, ?)",
                     [at, base.message, base.severity_level, json.dumps(base.properties or {})],
                 )
-        finally:
-            logger.removeHandler(handler)
-            meters.shutdown()
-            loggers.shutdown()
 
     def run(self, kql: str, now: datetime = NOW) -> list[dict[str, Any]]:
         relation = duckdb_kql.kql(self.connection, kql, query_now=now)
