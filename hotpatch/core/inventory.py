@@ -181,24 +181,14 @@ def _restart_capable(counts: Any) -> Any:
     return total
 
 
-def _machine_key(mark: str) -> Any:
-    def key(value: str) -> str:
-        folded = value.casefold()
-        cut = folded.rfind(mark)
-        if cut <= 0:
-            raise ValueError(f"not of the form <machine id>{mark}…")
-        return folded[:cut]
-
-    return AfterValidator(key)
-
-
 class _AssessmentRow(AssessmentSummary):
     type: Literal[
         "microsoft.compute/virtualmachines/patchassessmentresults",
         "microsoft.hybridcompute/machines/patchassessmentresults",
     ]
-    #: Read from the row's id: the id of the machine it belongs to, lower-cased.
-    machine_id: Annotated[str, _machine_key(ASSESSMENT_MARK)] = Field(validation_alias="id")
+    #: The row's own id, `<machine id>/patchAssessmentResults/latest`: the parse loop takes the
+    #: machine's id from it (a validator would cost a call back into Python per row).
+    row_id: str = Field(validation_alias="id")
     status: str | None = _at("status")
     last_modified: AwareDatetime | None = _at("lastModifiedDateTime")
     reboot_pending: bool | None = _at("rebootPending")
@@ -212,7 +202,8 @@ class _InstallationRow(InstallationSummary):
         "microsoft.compute/virtualmachines/patchinstallationresults",
         "microsoft.hybridcompute/machines/patchinstallationresults",
     ]
-    machine_id: Annotated[str, _machine_key(INSTALLATION_MARK)] = Field(validation_alias="id")
+    #: `<machine id>/patchInstallationResults/<operation id>`.
+    row_id: str = Field(validation_alias="id")
     last_modified: AwareDatetime | None = _at("lastModifiedDateTime")
     reboot_status: str | None = _at("rebootStatus")
 
@@ -286,36 +277,46 @@ def _parse(rows: Iterable[Any]) -> ParsedInventory:
     ignored = 0
     # The hot loop of a large parse: one branch per row, on type() (pydantic models have an ABC
     # metaclass, so isinstance is slow), reading the raw row again only when it looks wrong.
-    for index, result in enumerate(_ROWS.validate_python(batch)):
+    for index, validated in enumerate(_ROWS.validate_python(batch)):
+        result: Any = validated
         kind = type(result)
+        if kind not in _USUAL_ROWS:
+            result = _slow_path(result, batch[index], index, broken, malformed)
+            kind = type(result)
+            if result is _BROKEN:
+                continue
+            if result is _IGNORED or (
+                # A Flexible scale set is not a machine: its members are VM rows.
+                kind is _ScaleSetRow and (result.orchestration_mode or "").casefold() != "uniform"
+            ):
+                ignored += 1
+                continue
         if kind is _InstallationRow or kind is _AssessmentRow:
-            if result.last_modified is None and _properties_broken(batch[index]):
+            # The machine's id: the row's, lower-cased, up to its patch segment (as `_machine_of`;
+            # inline, as a validator would cost a call back into Python per row).
+            folded = result.row_id.casefold()
+            cut = folded.rfind(INSTALLATION_MARK if kind is _InstallationRow else ASSESSMENT_MARK)
+            if cut <= 0 or (result.last_modified is None and _properties_broken(batch[index])):
                 _explain(batch[index], index, broken, malformed)
                 continue
-            _keep_newest(installations if kind is _InstallationRow else assessments, result)
-        elif kind is _VmRow or kind is _ArcRow or kind is _UniformVmRow:
+            table = installations if kind is _InstallationRow else assessments
+            key = folded[:cut]
+            # Installation history holds many rows per machine: the newest counts (a row
+            # without a time counts as the oldest).
+            current = table.setdefault(key, result)
+            if (
+                current is not result
+                and result.last_modified is not None
+                and (current.last_modified is None or result.last_modified > current.last_modified)
+            ):
+                table[key] = result
+        else:
             if result.os_type is None and _properties_broken(batch[index]):
                 _explain(batch[index], index, broken, malformed)
                 continue
             machines.append(result)
             profile = machine_profile(result)
             profiles.append(known.setdefault(profile, profile))
-        else:
-            outcome = _slow_path(result, batch[index], index, broken, malformed)
-            if outcome is _IGNORED or (
-                # A Flexible scale set is not a machine: its members are VM rows.
-                isinstance(outcome, _ScaleSetRow)
-                and (outcome.orchestration_mode or "").casefold() != "uniform"
-            ):
-                ignored += 1
-            elif isinstance(outcome, _AssessmentRow):
-                _keep_newest(assessments, outcome)
-            elif isinstance(outcome, _InstallationRow):
-                _keep_newest(installations, outcome)
-            elif isinstance(outcome, Machine):
-                machines.append(outcome)
-                profile = machine_profile(outcome)
-                profiles.append(known.setdefault(profile, profile))
     found, profiles, seen, duplicates = _first_of_each(machines, profiles, broken)
     for bad in malformed:
         if bad.id in seen:
@@ -377,18 +378,6 @@ def _first_of_each(
     return found, kept, seen, duplicates
 
 
-def _keep_newest(table: dict[str, Any], row: Any) -> None:
-    """Installation history holds many rows per machine: the newest counts (a row without a
-    time counts as the oldest)."""
-    current = table.setdefault(row.machine_id, row)
-    if (
-        current is not row
-        and row.last_modified is not None
-        and (current.last_modified is None or row.last_modified > current.last_modified)
-    ):
-        table[row.machine_id] = row
-
-
 def _properties_broken(row: dict[str, Any]) -> bool:
     """Whether a row's `properties` is there but not an object.
 
@@ -402,6 +391,12 @@ def _properties_broken(row: dict[str, Any]) -> bool:
 _IGNORED = "ignored"
 _BROKEN = "broken"
 _ROW_MODELS = frozenset(_MODELS.values())
+#: Rows `_parse` takes without the slow path: Resource Graph's own (lower-case) types.
+_USUAL_ROWS = frozenset({_VmRow, _UniformVmRow, _ArcRow, _AssessmentRow, _InstallationRow})
+_MARKS: dict[type[BaseModel], str] = {
+    _AssessmentRow: ASSESSMENT_MARK,
+    _InstallationRow: INSTALLATION_MARK,
+}
 
 
 def _slow_path(
@@ -457,7 +452,11 @@ def _explain(
     else:
         try:
             model.model_validate({**row, "type": folded})
-            problem = f"{what}: could not be read"  # pragma: no cover - failed in the batch
+            mark = _MARKS.get(model)
+            if mark is None:  # pragma: no cover - failed in the batch
+                problem = f"{what}: could not be read"
+            else:  # the one check of a patch row that `_parse` makes itself
+                problem = f"{what}: id: not of the form <machine id>{mark}…"
         except ValidationError as error:
             problem = _first_error(error, what)
     if model is _AssessmentRow or model is _InstallationRow:

@@ -126,6 +126,33 @@ def test_a_broken_patch_row_is_reported_under_whatever_id_comes_before_its_segme
 
 
 @pytest.mark.parametrize(
+    ("make", "row_id", "error"),
+    [
+        (
+            assessment_row,
+            "/subscriptions/s/Other/latest",
+            "assessment row: id: not of the form <machine id>/patchassessmentresults/…",
+        ),
+        (
+            lambda machine: installation_row(machine, NOW),
+            f"{vm_id('vm1')}/patchAssessmentResults/latest",
+            "installation row: id: not of the form <machine id>/patchinstallationresults/…",
+        ),
+    ],
+    ids=["no segment", "the other kind's segment"],
+)
+@pytest.mark.parametrize("type_case", [str.lower, str.upper], ids=["as Azure", "other case"])
+def test_a_patch_row_whose_id_names_no_machine_of_its_kind_is_reported_saying_so(
+    make: Any, row_id: str, error: str, type_case: Any
+) -> None:
+    row = make(vm_id("vm1"))
+    row["id"] = row_id
+    row["type"] = type_case(row["type"])
+    (machine,) = malformed([row])
+    assert machine.error == error
+
+
+@pytest.mark.parametrize(
     ("row_id", "machine"),
     [
         ("a/patchAssessmentResults/latest", "a"),
