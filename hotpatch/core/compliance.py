@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone, tzinfo
 from functools import lru_cache
 from operator import itemgetter
+from typing import Any
+
+from pydantic_core import TzInfo
 
 from hotpatch.core.calendar import Calendar, ReleaseSlot, Staleness, YearMonth, grace_deadline
 from hotpatch.core.eligibility import eligibility
@@ -50,6 +53,12 @@ _NOT_RUNNING = {
 PLATFORM_ASSESSMENT = "automaticbyplatform"
 #: Looked up once: an enum member read through its class costs a metaclass call each time.
 _VM = MachineKind.VM
+#: Makes a `Verdict` from all its fields in order: its NamedTuple constructor is a Python
+#: function (a frame per machine) that only calls this.
+_new_verdict = tuple.__new__
+#: Time zone types whose every instance has one fixed offset (pydantic parses offsets to its
+#: `TzInfo`): subclasses are left out, as they could vary it.
+_FIXED_OFFSET_ZONES = (timezone, TzInfo)
 
 
 #: One rule's conclusion: why, and what to do about it (the state comes from the reason code).
@@ -97,6 +106,9 @@ class Evaluator:
         self._ring_tag = policy.ring_tag
         #: An assessment older than this is stale.
         self._stale_before = now - policy.assessment_max_age
+        #: The zone of the latest assessment time judged, and `_stale_before` in that zone.
+        self._stale_zone: tzinfo | None = self._stale_before.tzinfo
+        self._stale_limit = self._stale_before
         # Decisions, and the two costly steps inside one, each made once per distinct input.
         # Decisions by profile, then by the patch facts. Hashing a profile (a long tuple) on
         # every machine was the largest cost of evaluating: interned profiles are found by
@@ -150,7 +162,7 @@ class Evaluator:
         decisions = self._by_profile.get(profile)
         if decisions is None:
             decisions = self._by_profile[profile] = self._table(machine, profile)
-        return self._judge(machine, profile, decisions, assessment, installation)
+        return self._judge(machine, machine.__dict__, profile, decisions, assessment, installation)
 
     def evaluate_all(self, inventory: ParsedInventory) -> list[Verdict]:
         """Every machine of a parsed inventory, joined with its patch summaries."""
@@ -163,26 +175,29 @@ class Evaluator:
         # Each distinct profile's decisions, found once; a machine then finds its own by its
         # (interned) profile's id, which no other profile has while the inventory holds them all.
         decisions_of: dict[int, dict[tuple[object, ...], Decisions]] = {}
-        for machine, profile in zip(machines, profiles, strict=True):
-            if (
-                profile is not None
-                and id(profile) not in decisions_of
-                and isinstance(machine, Machine)
-            ):
-                decisions_of[id(profile)] = self._decisions_of(machine, profile)
         judge, evaluate = self._judge, self.evaluate
-        return [
-            evaluate(machine)
-            if isinstance(machine, MalformedMachine) or profile is None
-            else judge(
-                machine,
-                profile,
-                decisions_of[id(profile)],
-                assessments.get(key := machine.id),
-                installations.get(key),
+        verdicts: list[Verdict] = []
+        for machine, profile in zip(machines, profiles, strict=True):
+            if profile is None or isinstance(machine, MalformedMachine):
+                verdicts.append(evaluate(machine))
+                continue
+            decisions = decisions_of.get(id(profile))
+            if decisions is None:
+                decisions = decisions_of[id(profile)] = self._decisions_of(machine, profile)
+            # Read from `__dict__`, which `_judge` reads too: pydantic attribute access is slow.
+            fields = machine.__dict__
+            key = fields["id"]
+            verdicts.append(
+                judge(
+                    machine,
+                    fields,
+                    profile,
+                    decisions,
+                    assessments.get(key),
+                    installations.get(key),
+                )
             )
-            for machine, profile in zip(machines, profiles, strict=True)
-        ]
+        return verdicts
 
     def _decisions_of(
         self, machine: Machine, profile: Profile
@@ -211,28 +226,40 @@ class Evaluator:
         )
         return self._tables.setdefault(key, {})
 
-    def _judge(
+    def _judge(  # noqa: PLR0917 (called once per machine: keywords would cost more)
         self,
         machine: Machine,
+        fields: dict[str, Any],
         profile: Profile,
         decisions: dict[tuple[object, ...], Decisions],
         assessment: AssessmentSummary | None,
         installation: InstallationSummary | None,
     ) -> Verdict:
         """The hot path: one key of every fact a rule reads, and one decision per key."""
-        restart_required = installation is not None and _install_needs_restart(
-            assessment, installation
-        )
+        restart_required = False
+        if installation is not None:
+            status = installation.reboot_status
+            # Most installations need no restart: told without a call per machine.
+            if status is not None and status != "NotNeeded":
+                restart_required = _install_needs_restart(assessment, installation)
         other = 0
         if assessment is None:
             facts: tuple[object, ...] = (restart_required,)
         else:
             # One C call for the fields: pydantic attribute access takes CPython's slow path.
             last, status, critical, security, reboot, other = _assessment_facts(assessment.__dict__)
+            stale = False
+            if last is not None:
+                # Compared with the limit in the time's own zone: times in two zones compare by
+                # asking each zone for its offset, by name (a fifth of this loop's cost).
+                zone = last.tzinfo
+                if zone is not self._stale_zone:
+                    self._stale_zone, self._stale_limit = zone, self._stale_before_in(zone)
+                stale = last < self._stale_limit
             facts = (
                 restart_required,
                 last is None,
-                last is not None and last < self._stale_before,
+                stale,
                 status,
                 critical,
                 security,
@@ -246,17 +273,23 @@ class Evaluator:
                 machine, self._eligibility(machine, profile), assessment, restart_required
             )
         decision = decided[other > 0]
-        fields = machine.__dict__
         tags = fields["tags"]
         ring = tags.get(self._ring_tag) if tags else None
         if not decision.eligible or fields["kind"] is not _VM:
-            return Verdict(machine, decision, assessment, ring)
+            return _new_verdict(Verdict, (machine, decision, assessment, ring, ()))
         # Signals only explain: keyed on the few facts they read, made once per combination.
         key = (signal_facts(fields), other)
         signals = self._signals.get(key)
         if signals is None:
             signals = self._signals[key] = _machine_signals(machine, assessment)
-        return Verdict(machine, decision, assessment, ring, signals)
+        return _new_verdict(Verdict, (machine, decision, assessment, ring, signals))
+
+    def _stale_before_in(self, zone: tzinfo | None) -> datetime:
+        """`_stale_before` in `zone` if that zone has one fixed offset (two times in one zone
+        then compare by their fields alone, as Python compares them), else as it is."""
+        if type(zone) in _FIXED_OFFSET_ZONES:
+            return self._stale_before.astimezone(zone)
+        return self._stale_before
 
     def _eligibility(self, machine: Machine, profile: Profile) -> Eligibility:
         found = self._eligibilities.get(profile)
@@ -687,9 +720,16 @@ class Tally:
         self._combos: Counter[_Combo] = Counter()
 
     def add(self, verdicts: Iterable[Verdict]) -> None:
-        # Read through the decision: each verdict property is a call, and this runs per machine.
+        # Read through the decision and the machine: each verdict property is a Python call,
+        # and this runs per machine.
         self._combos.update(
-            (decision.state, decision.action, verdict.subscription_id, decision.os, verdict.ring)
+            (
+                decision.state,
+                decision.action,
+                verdict.machine.subscription_id,
+                decision.os,
+                verdict.ring,
+            )
             for verdict in verdicts
             for decision in [verdict.decision]
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -61,6 +61,37 @@ def test_a_stale_assessment_is_judged_stale_after_a_fresh_one_was_decided() -> N
         assessment_row(vm_id("exact"), assessed=exactly),
     )
     assert [v.state for v in verdicts] == [State.ASSESSMENT_DUE, State.COMPLIANT]
+
+
+def written_in(row: dict[str, Any], offset: timedelta) -> dict[str, Any]:
+    """The assessment row with its time written at another UTC offset (the same instant)."""
+    at = datetime.fromisoformat(row["properties"]["lastModifiedDateTime"])
+    row["properties"]["lastModifiedDateTime"] = at.astimezone(timezone(offset)).isoformat()
+    return row
+
+
+def test_the_maximum_age_is_one_instant_whatever_offset_the_time_is_written_at() -> None:
+    exactly = NOW - Policy().assessment_max_age
+    ahead, behind = timedelta(hours=5, minutes=30), timedelta(hours=-8)
+    verdicts = evaluate(
+        vm_row("exact ahead"),
+        written_in(assessment_row(vm_id("exact ahead"), assessed=exactly), ahead),
+        vm_row("older behind"),
+        written_in(assessment_row(vm_id("older behind"), assessed=exactly - SECOND), behind),
+        vm_row("exact in UTC"),
+        assessment_row(vm_id("exact in UTC"), assessed=exactly),
+        vm_row("older ahead"),
+        written_in(assessment_row(vm_id("older ahead"), assessed=exactly - SECOND), ahead),
+        vm_row("exact behind"),
+        written_in(assessment_row(vm_id("exact behind"), assessed=exactly), behind),
+    )
+    assert [(v.name, v.state) for v in verdicts] == [
+        ("exact ahead", State.COMPLIANT),
+        ("older behind", State.ASSESSMENT_DUE),
+        ("exact in UTC", State.COMPLIANT),
+        ("older ahead", State.ASSESSMENT_DUE),
+        ("exact behind", State.COMPLIANT),
+    ]
 
 
 # -- the grace period of missing updates ---------------------------------------------------------
