@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hotpatch.core.calendar import Calendar
 from hotpatch.core.compliance import Evaluator
 from hotpatch.core.inventory import parse_rows
-from hotpatch.core.models import Machine, MachineKind, MalformedMachine, State
+from hotpatch.core.models import Machine, MachineKind, MalformedMachine, State, machine_profile
 from hotpatch.core.policy import Policy
 from hotpatch.core.resource_types import ARC_MACHINE, VIRTUAL_MACHINE
 from hotpatch.data import shipped_image_catalog, shipped_release_catalog
@@ -255,6 +255,17 @@ def test_arbitrary_rows_never_raise_and_each_machine_row_gets_exactly_one_verdic
     for verdict in verdicts:
         if verdict.state is State.UNKNOWN:
             assert verdict.reasons
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(rows(), max_size=6))
+def test_the_parse_profiles_each_machine_as_machine_profile_does(batch: list[Any]) -> None:
+    """The parse builds profiles inline (for speed); the evaluator shares decisions by them."""
+    inventory = parse_rows([*batch, vm_row("usual"), arc_row("usual arc"), scale_set_row("u")])
+    assert inventory.profiles == [
+        machine_profile(machine) if isinstance(machine, Machine) else None
+        for machine in inventory.machines
+    ]
 
 
 def test_a_malformed_machine_with_a_malformed_patch_row_gets_one_verdict() -> None:
