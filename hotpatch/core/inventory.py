@@ -57,10 +57,6 @@ def _at(*path: str, default: Any = None) -> Any:
     return Field(default=default, validation_alias=AliasPath("properties", *path))
 
 
-def _casefold(value: str) -> str:
-    return value.casefold()
-
-
 def _hotpatch_feature(features: Any) -> Any:
     """`productFeatures[]` -> the subscription status of the item named Hotpatch."""
     if features is None:
@@ -73,7 +69,8 @@ def _hotpatch_feature(features: Any) -> Any:
     return None
 
 
-ResourceId = Annotated[str, Field(min_length=1), AfterValidator(_casefold)]
+#: Ids compare case-insensitively: kept case-folded (by the C method itself: no Python frame).
+ResourceId = Annotated[str, Field(min_length=1), AfterValidator(str.casefold)]
 #: A validation alias no Resource Graph column has: the field takes its default, whatever the row.
 _NO_COLUMN = "\x00hotpatch"
 _IMAGE = ("storageProfile", "imageReference")
