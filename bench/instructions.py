@@ -64,19 +64,29 @@ def _instructions(script: Path, rows: Path, runs: int) -> int:
         ],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         # Dicts and sets lay out by string hashes: one seed makes runs repeat exactly.
         env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     found = _REFS.search(done.stderr)
-    if found is None:
-        raise SystemExit(f"valgrind printed no instruction count:\n{done.stderr[-2000:]}")
+    if done.returncode != 0 or found is None:
+        raise SystemExit(
+            f"bench/instructions.py: the run under valgrind failed (exit {done.returncode}):\n"
+            f"{done.stderr[-2000:]}"
+        )
     return int(found.group(1).replace(",", ""))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of machines")
+    return value
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--machines", type=int, default=20_000)
+    parser.add_argument("--machines", type=_positive, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rows", type=Path, help="a raw export (JSON list of rows) to use instead")
     args = parser.parse_args()
@@ -97,7 +107,16 @@ def main() -> int:
             )
             rows = Path(folder, "rows.json")
             rows.write_text(json.dumps(estate.rows()))
-        count = len(json.loads(rows.read_bytes()))
+        try:
+            decoded = json.loads(rows.read_bytes())
+        except (OSError, ValueError) as error:
+            print(f"bench/instructions.py: --rows {rows}: {error}", file=sys.stderr)
+            return 2
+        if not isinstance(decoded, list):
+            print(f"bench/instructions.py: --rows {rows}: not a JSON list of rows", file=sys.stderr)
+            return 2
+        count = len(decoded)
+        del decoded
         print(f"rows: {count:,} ({rows}); counting under valgrind (about a minute)...")
         work = _instructions(script, rows, 1) - _instructions(script, rows, 0)
     figures = {
