@@ -291,8 +291,9 @@ def _parse(rows: Iterable[Any]) -> ParsedInventory:
                 ignored += 1
                 continue
         if kind is _InstallationRow or kind is _AssessmentRow:
-            # The machine's id: the row's, lower-cased, up to its patch segment (as `_machine_of`;
-            # inline, as a validator would cost a call back into Python per row).
+            # The machine's id: the row's, case-folded, up to the last segment of the row's own
+            # kind. `resource_types.machine_id_of` says the same for either kind; this is inline
+            # (a call, or a validator calling back into Python, per row cost more).
             if kind is _InstallationRow:
                 table, mark = installations, INSTALLATION_MARK
             else:
